@@ -1,0 +1,1 @@
+"""Latency and accuracy harnesses; each writes JSON that a report can cite."""

@@ -1,0 +1,25 @@
+"""edge-anomaly: few-shot industrial anomaly detection with grounded verdicts, on edge boxes.
+
+The SDK imports numpy and OpenCV only; torch lives on the build host
+(``edge_anomaly.export``) and never loads here.
+"""
+
+__version__ = "0.1.0"
+
+from .bundle import Bundle, open_bundle
+from .errors import BackendError, BundleError, EdgeAnomalyError, InputError
+from .findings import Region
+from .inspector import InspectionResult, Inspector
+
+__all__ = [
+    "BackendError",
+    "Bundle",
+    "BundleError",
+    "EdgeAnomalyError",
+    "InputError",
+    "InspectionResult",
+    "Inspector",
+    "Region",
+    "__version__",
+    "open_bundle",
+]

@@ -1,0 +1,31 @@
+"""Every name of the bundle format, defined once (the gguf-py ``constants`` habit).
+
+A bundle is a directory (or a tar of one) holding ``manifest.json`` plus the
+files it lists. The manifest records the sha256 of each file; the reader
+refuses any bundle whose files disagree with it.
+"""
+
+FORMAT_NAME = "edge-anomaly-bundle"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+ENCODER_ONNX = "encoder.onnx"
+DECODER_ONNX = "decoder.onnx"
+MEMORY_BANK = "memory_bank.npy"
+SHOTS_DIR = "shots"
+
+# Roles a listed file may have; the reader knows how to check each one.
+ROLE_ENCODER = "encoder"
+ROLE_DECODER = "decoder"
+ROLE_MEMORY_BANK = "memory_bank"
+ROLE_SHOT = "normal_shot"
+ROLE_ENGINE = "engine"
+ROLE_LLM = "llm"
+ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK, ROLE_SHOT, ROLE_ENGINE, ROLE_LLM)
+REQUIRED_ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK)
+
+# Graph input and output names, shared by the exporter and every backend.
+ENCODER_INPUT = "image"
+ENCODER_OUTPUT = "features"
+DECODER_INPUTS = ("features", "memory_bank")
+DECODER_OUTPUTS = ("anomaly_map", "score")

@@ -1,0 +1,175 @@
+"""``edge-anomaly``: export, inspect, eval and demo from the command line.
+
+Export and eval need the build-host extra (torch); inspect runs on the edge
+runtime alone. Errors the user can fix (bad image, bad bundle) print one line
+and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import EdgeAnomalyError
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (EdgeAnomalyError, FileExistsError, FileNotFoundError) as exc:
+        print(f"edge-anomaly {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-anomaly", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="normal images -> bundle (ONNX graphs, memory bank, calibrated threshold)")
+    p.add_argument("--normal", type=Path, required=True, help="folder of normal images")
+    p.add_argument("--shots", type=int, default=None, help="how many normal images to use (default: all)")
+    p.add_argument("--image-size", type=int, default=256, help="encoder input side, a multiple of 16")
+    p.add_argument("--object", default="part", help='what is inspected, in words ("bottle")')
+    p.add_argument("--encoder", default="lite0", help="lite0, lite1, lite2 or a .pth checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing shots")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser("inspect", help="inspect images with a bundle")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.add_argument("--save-overlay", type=Path, metavar="DIR", help="write heatmap overlays here")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    p.set_defaults(run=_inspect)
+
+    p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
+    p.add_argument("path", type=Path, help="a category folder (train/good, test/*, ground_truth/*) or a root of them")
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--encoder", default="lite0")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser("demo", help="build a bundle from the bundled samples and inspect the bundled test images")
+    p.add_argument("--out", type=Path, default=Path("demo-output"), help="where the bundle and overlays go")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _export(args: argparse.Namespace) -> int:
+    from edge_anomaly.export.build_bundle import build_bundle
+
+    from .bundle import write_tar
+
+    bundle = build_bundle(args.normal, args.out, args.shots, args.image_size, args.object, args.encoder, seed=args.seed)
+    t = bundle.manifest["threshold"]
+    print(
+        f"bundle {bundle.root}: {bundle.manifest['memory_bank']['shots']} shots, "
+        f"memory bank {bundle.manifest['memory_bank']['size']} patches, threshold {t['value']:.4f} ({t['method']})"
+    )
+    if args.tar:
+        print(f"packed {write_tar(bundle, args.out.with_name(args.out.name + '.tar.gz'))}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .images import read_image
+    from .inspector import Inspector
+    from .overlay import save_overlay
+
+    inspector = Inspector.load(args.bundle, args.backend, args.threshold)
+    if not args.json:
+        print(f"backend: {inspector.backend_name} ({inspector.backend_reason})")
+    failures = 0
+    for path in args.images:
+        try:
+            rgb = read_image(path)
+            result = inspector.inspect(rgb, color_order="rgb")
+        except EdgeAnomalyError as exc:
+            failures += 1
+            print(json.dumps({"image": str(path), "error": str(exc)}) if args.json else f"{path}: error: {exc}")
+            continue
+        record = {**result.to_dict(), "image": str(path)}
+        if args.save_overlay:
+            record["overlay"] = str(save_overlay(rgb, result, args.save_overlay, path.name, color_order="rgb"))
+        if args.json:
+            print(json.dumps(record))
+        else:
+            decision = "ANOMALY" if result.is_anomalous else "ok"
+            print(f"{path}: {decision:7s} score {result.score:.3f} / {result.threshold:.3f}  {result.location}")
+    return 1 if failures else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_category, is_category, mean_report
+
+    categories = [args.path] if is_category(args.path) else sorted(p for p in args.path.iterdir() if is_category(p))
+    if not categories:
+        raise FileNotFoundError(f"{args.path} is neither an MVTec-layout category nor a folder of them")
+    reports = [
+        evaluate_category(c, args.shots, args.seed, args.image_size, args.encoder, args.backend) for c in categories
+    ]
+    print(f"{'category':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'PRO':>6s} {'acc':>6s} {'F1':>6s}  threshold")
+    for r in reports:
+        print(f"{_metric_row(r['category'], r)}  {r['threshold']:.3f}")
+    report: dict = reports[0] if len(reports) == 1 else {"categories": reports, "mean": mean_report(reports)}
+    if len(reports) > 1:
+        print(_metric_row("mean", report["mean"]))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _metric_row(name: str, r: dict) -> str:
+    columns = (("image_auroc", 9), ("pixel_auroc", 9), ("pro", 6), ("accuracy", 6), ("f1", 6))
+    values = " ".join(f"{r[k]:{w}.3f}" for k, w in columns)
+    return f"{name:16s} {values}"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge_anomaly.export.build_bundle import build_bundle
+
+    from .images import list_images, read_image
+    from .inspector import Inspector
+    from .overlay import save_overlay
+    from .samples import SAMPLES_DIR
+
+    bundle_dir = args.out / "bundle"
+    if bundle_dir.exists():
+        raise FileExistsError(f"{bundle_dir} exists: remove it or pass another --out")
+    print(f"building a bundle from the bundled normal samples in {SAMPLES_DIR / 'train'} ...")
+    bundle = build_bundle(list_images(SAMPLES_DIR / "train"), bundle_dir, object_name="surface")
+    inspector = Inspector(bundle)
+    print(
+        f"backend: {inspector.backend_name} ({inspector.backend_reason}); "
+        f"threshold {inspector.threshold:.3f} ({bundle.manifest['threshold']['method']})"
+    )
+    print(f"{'image':28s} {'truth':8s} {'decision':8s} {'score':>7s}  {'location':12s} verdict")
+    correct = 0
+    images = list_images(SAMPLES_DIR / "test")
+    for path in images:
+        rgb = read_image(path)
+        result = inspector.inspect(rgb, color_order="rgb")
+        truth = "good" if path.name.startswith("good") else "defect"
+        correct += (truth == "defect") == result.is_anomalous
+        save_overlay(rgb, result, args.out / "overlays", path.name, color_order="rgb")
+        decision = "ANOMALY" if result.is_anomalous else "ok"
+        print(f"{path.name:28s} {truth:8s} {decision:8s} {result.score:7.3f}  {result.location:12s} {result.verdict()}")
+    print(f"{correct}/{len(images)} decisions match the truth; overlays in {args.out / 'overlays'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""``edge-anomaly eval``: few-shot accuracy on a folder in MVTec layout.
+
+Layout: ``train/good/*``, ``test/<type>/*`` (``good`` = normal), and
+``ground_truth/<type>/<stem>_mask.png`` for anomalous images. K shots are drawn
+from ``train/good`` with the seed, a bundle is built from them (auto threshold,
+nothing else), and every test image is inspected. Maps are compared with masks
+at a side of at most 256 pixels, which keeps pixel metrics cheap on large images.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from . import metrics
+from .errors import InputError
+from .images import IMAGE_SUFFIXES, list_images
+from .inspector import Inspector
+
+METRIC_SIDE = 256
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: Path
+    defect_type: str
+    mask_path: Path | None
+
+    @property
+    def is_anomalous(self) -> bool:
+        return self.defect_type != "good"
+
+
+def load_test_set(category: Path) -> list[LabelledImage]:
+    """Every test image with its label and mask; an anomalous image without a mask is an error."""
+    test_dir = category / "test"
+    if not test_dir.is_dir():
+        raise InputError(f"{category} has no test/ folder (MVTec layout expected)")
+    items = []
+    for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+        for image in sorted(p for p in type_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            mask = None
+            if type_dir.name != "good":
+                mask = category / "ground_truth" / type_dir.name / f"{image.stem}_mask.png"
+                if not mask.is_file():
+                    raise InputError(f"{image}: no ground-truth mask at {mask}")
+            items.append(LabelledImage(image, type_dir.name, mask))
+    if not items:
+        raise InputError(f"{test_dir} holds no test images")
+    return items
+
+
+def evaluate_category(
+    category: Path,
+    shots: int,
+    seed: int = 0,
+    image_size: int = 256,
+    encoder: str = "lite0",
+    backend: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report."""
+    from edge_anomaly.export.build_bundle import build_bundle
+
+    category = Path(category)
+    list_images(category / "train" / "good")
+    items = load_test_set(category)
+    with tempfile.TemporaryDirectory(prefix="edge-anomaly-eval-") as work:
+        start = time.perf_counter()
+        bundle = build_bundle(
+            category / "train" / "good", Path(work) / "bundle", shots, image_size, category.name, encoder, seed=seed
+        )
+        build_s = time.perf_counter() - start
+        inspector = Inspector(bundle, backend)
+        labels, scores, decisions, masks, maps = [], [], [], [], []
+        bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
+        for i in range(0, len(items), BATCH):
+            chunk = items[i : i + BATCH]
+            for item, result in zip(chunk, inspector.inspect_batch([it.path for it in chunk])):
+                labels.append(int(item.is_anomalous))
+                scores.append(result.score)
+                decisions.append(int(result.is_anomalous))
+                mask, score_map = _metric_pair(item, result.anomaly_map)
+                masks.append(mask)
+                maps.append(score_map)
+            bar.update(len(chunk))
+        bar.close()
+    labels_a, scores_a = np.asarray(labels), np.asarray(scores)
+    return {
+        "category": category.name,
+        "shots": shots,
+        "seed": seed,
+        "image_size": image_size,
+        "encoder": encoder,
+        "backend": inspector.backend_name,
+        "threshold": inspector.threshold,
+        "threshold_method": bundle.manifest["threshold"]["method"],
+        "image_auroc": metrics.image_auroc(labels_a, scores_a),
+        "pixel_auroc": metrics.pixel_auroc(masks, maps),
+        "pro": metrics.au_pro(masks, maps),
+        **metrics.decision_metrics(labels_a, np.asarray(decisions)),
+        "best_accuracy": metrics.best_accuracy(labels_a, scores_a),
+        "count_normal": int((labels_a == 0).sum()),
+        "count_anomalous": int((labels_a == 1).sum()),
+        "build_seconds": round(build_s, 2),
+    }
+
+
+def _metric_pair(item: LabelledImage, anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and map at a common size, at most ``METRIC_SIDE`` on the longer side."""
+    h, w = anomaly_map.shape
+    scale = min(1.0, METRIC_SIDE / max(h, w))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    score_map = cv2.resize(anomaly_map, size, interpolation=cv2.INTER_AREA) if scale < 1 else anomaly_map
+    if item.mask_path is None:
+        return np.zeros(score_map.shape, dtype=bool), score_map
+    mask = cv2.imread(str(item.mask_path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InputError(f"cannot read mask {item.mask_path}")
+    return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 127, score_map
+
+
+def is_category(path: Path) -> bool:
+    return (path / "train" / "good").is_dir() and (path / "test").is_dir()
+
+
+def mean_report(reports: list[dict]) -> dict:
+    """Mean of every numeric metric over categories (NaN-aware)."""
+    keys = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
+    return {k: float(np.nanmean([r[k] for r in reports])) for k in keys}

@@ -1,0 +1,168 @@
+"""The SDK surface camera-controller code uses.
+
+>>> from edge_anomaly import Inspector
+>>> insp = Inspector.load("bundle/")                 # best backend here, and why: insp.backend_reason
+>>> insp.add_normal_shots(["ok1.png", "ok2.png"])    # refits bank and threshold, no re-export
+>>> r = insp.inspect(frame)                          # BGR numpy frame (as OpenCV gives) or a path
+>>> r.is_anomalous, r.score, r.threshold, r.location, r.regions
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import bundle_format as fmt
+from .bundle import Bundle, open_bundle
+from .calibration import Calibration
+from .errors import InputError
+from .few_shot import FewShotFit, Preprocessing, fit_normal_shots, write_fitted_bundle
+from .findings import Region, find_regions
+from .images import ImageLike, as_rgb, read_image
+from .verdicts import template_verdict
+
+
+@dataclass(frozen=True)
+class InspectionResult:
+    """One frame's outcome. ``anomaly_map`` is float32 at the frame's own resolution."""
+
+    score: float
+    threshold: float
+    is_anomalous: bool
+    anomaly_map: np.ndarray = field(repr=False)
+    regions: tuple[Region, ...]
+    object_name: str
+    source: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def location(self) -> str:
+        """Grid cell of the strongest region, or ``"none"`` when the frame passed."""
+        return self.regions[0].location if self.is_anomalous and self.regions else "none"
+
+    def verdict(self) -> str:
+        """A one-sentence verdict that states exactly what the decoder measured."""
+        return template_verdict(self)
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.source,
+            "score": round(self.score, 6),
+            "threshold": round(self.threshold, 6),
+            "is_anomalous": self.is_anomalous,
+            "location": self.location,
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+class Inspector:
+    """A loaded, verified bundle on a backend, ready to inspect frames."""
+
+    def __init__(self, bundle: Bundle, backend: str = "auto", threshold: float | None = None, threads: int = 0) -> None:
+        from edge_anomaly.runtime.backends import select_backend
+
+        self.bundle = bundle
+        choice = select_backend(bundle, backend, threads)
+        self._backend = choice.backend
+        self.backend_name = choice.backend.name
+        self.backend_reason = choice.reason
+        self._prep = Preprocessing(bundle.input_size, bundle.mean, bundle.std)
+        self._memory_bank = bundle.memory_bank()
+        self._calibration_threshold = bundle.threshold
+        self._threshold_override = threshold
+        self._shots: list[np.ndarray] | None = None
+        self._fit: FewShotFit | None = None
+
+    @classmethod
+    def load(
+        cls, bundle: str | Path, backend: str = "auto", threshold: float | None = None, threads: int = 0
+    ) -> Inspector:
+        """Open and verify ``bundle`` (directory or tar). ``threshold`` overrides the calibrated one."""
+        return cls(open_bundle(bundle), backend, threshold, threads)
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold_override if self._threshold_override is not None else self._calibration_threshold
+
+    @property
+    def memory_bank(self) -> np.ndarray:
+        return self._memory_bank
+
+    def add_normal_shots(self, images: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
+        """Add normal images: rebuild the memory bank and recalibrate the threshold, on this box."""
+        new = [as_rgb(im, color_order) for im in images]
+        if not new:
+            raise InputError("add_normal_shots needs at least one image")
+        if self._shots is None:
+            self._shots = [read_image(p) for p in self.bundle.files_of(fmt.ROLE_SHOT)]
+        fit = fit_normal_shots(self._backend, self._shots + new, self._prep)
+        self._shots = fit.shots
+        self._memory_bank = fit.memory_bank
+        self._calibration_threshold = fit.calibration.threshold
+        self._fit = fit
+        return fit.calibration
+
+    def save(self, out: str | Path) -> Bundle:
+        """Write the current state (with any added shots) as a new, sealed bundle."""
+        out = Path(out)
+        if out.resolve() == self.bundle.root.resolve():
+            raise ValueError("save to a new directory; the loaded bundle stays as it was")
+        fit = self._fit
+        if fit is None:
+            raise ValueError("nothing changed since load: copy the bundle instead")
+        out.mkdir(parents=True, exist_ok=False)
+        for role in (fmt.ROLE_ENCODER, fmt.ROLE_DECODER):
+            shutil.copy2(self.bundle.path_of(role), out / self.bundle.path_of(role).name)
+        manifest = json.loads(json.dumps(self.bundle.manifest))
+        return write_fitted_bundle(out, manifest, fit)
+
+    def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
+        """One frame (array or path) -> ``InspectionResult``; a list of frames -> a list, run as one batch."""
+        if isinstance(frame, (list, tuple)):
+            return self.inspect_batch(frame, color_order)
+        return self.inspect_batch([frame], color_order)[0]
+
+    def inspect_batch(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> list[InspectionResult]:
+        if not frames:
+            raise InputError("inspect needs at least one frame")
+        t0 = time.perf_counter()
+        rgbs = [as_rgb(f, color_order) for f in frames]
+        batch = self._prep.batch(rgbs)
+        t1 = time.perf_counter()
+        features = self._backend.encode(batch)
+        t2 = time.perf_counter()
+        maps, scores = self._backend.decode(features, self._memory_bank)
+        t3 = time.perf_counter()
+        per = 1000.0 / len(frames)
+        latency = {"preprocess": (t1 - t0) * per, "encoder": (t2 - t1) * per, "decoder": (t3 - t2) * per}
+        return [
+            self._result(rgb, m, float(s), f if isinstance(f, (str, Path)) else None, latency)
+            for rgb, m, s, f in zip(rgbs, maps, scores, frames)
+        ]
+
+    def _result(self, rgb: np.ndarray, input_map: np.ndarray, score: float, source, latency: dict) -> InspectionResult:
+        start = time.perf_counter()
+        h, w = rgb.shape[:2]
+        threshold = self.threshold
+        regions = find_regions(input_map, threshold, (w, h)) if score >= threshold else []
+        full_map = (
+            input_map if input_map.shape == (h, w) else cv2.resize(input_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        )
+        findings_ms = (time.perf_counter() - start) * 1000.0
+        return InspectionResult(
+            score=score,
+            threshold=threshold,
+            is_anomalous=score >= threshold,
+            anomaly_map=full_map,
+            regions=tuple(regions),
+            object_name=self.bundle.object_name,
+            source=str(source) if source is not None else None,
+            latency_ms={**latency, "findings": findings_ms},
+        )

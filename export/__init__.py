@@ -1,0 +1,1 @@
+"""Build host: torch graphs, ONNX export and bundle building. Needs ``pip install edge-anomaly[export]``."""

@@ -1,0 +1,78 @@
+"""``edge-anomaly export``: normal images -> a sealed, self-describing bundle.
+
+Torch is used only to write the two ONNX graphs. The bank and the threshold
+are then fitted through ONNX Runtime, the same path the edge box takes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+from edge_anomaly import __version__
+from edge_anomaly.bundle import Bundle, open_bundle
+from edge_anomaly.errors import InputError
+from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
+from edge_anomaly.images import list_images, read_image
+from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
+
+from .onnx_export import DEFAULT_STAGES, build_graphs, export_onnx
+
+
+def choose_shots(normal: Path | list[Path], shots: int | None, seed: int) -> list[Path]:
+    """``shots`` images drawn with ``seed`` from a folder (or list); all of them when ``shots`` is None."""
+    files = list_images(normal) if isinstance(normal, Path) else sorted(normal)
+    if shots is None:
+        return files
+    if shots < 1:
+        raise InputError(f"--shots must be at least 1, got {shots}")
+    if shots > len(files):
+        raise InputError(f"asked for {shots} shots but only {len(files)} normal images are available")
+    return sorted(random.Random(seed).sample(files, shots))
+
+
+def build_bundle(
+    normal: Path | list[Path],
+    out: Path,
+    shots: int | None = None,
+    image_size: int = 256,
+    object_name: str = "part",
+    encoder: str = "lite0",
+    stages: tuple[int, ...] = DEFAULT_STAGES,
+    seed: int = 0,
+    max_bank: int = DEFAULT_MAX_SIZE,
+) -> Bundle:
+    """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``."""
+    shot_paths = choose_shots(normal, shots, seed)
+    images = [read_image(p) for p in shot_paths]
+    graphs = build_graphs(encoder, image_size, stages)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent if out.parent.exists() else None))
+    try:
+        encoder_path, decoder_path = export_onnx(graphs, staging)
+        backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")
+        prep = Preprocessing(
+            image_size, tuple(graphs.manifest["input"]["mean"]), tuple(graphs.manifest["input"]["std"])
+        )
+        fit = fit_normal_shots(backend, images, prep, max_bank, seed)
+        manifest = {
+            **graphs.manifest,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "sdk_version": __version__,
+            "object": object_name,
+            "shot_sources": [p.name for p in shot_paths],
+        }
+        write_fitted_bundle(staging, manifest, fit)
+        if out.exists():
+            out.rmdir()
+        shutil.move(str(staging), str(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return open_bundle(out)

