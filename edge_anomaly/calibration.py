@@ -1,28 +1,32 @@
 """The decision threshold, derived from the normal shots alone.
 
-No anomalous image is needed and no number is asked of the user. With two or
-more shots, each shot is scored as if it were a new frame, against a bank of
-the *other* shots (leave-one-out); on real parts (MPDD metal plates, 4 shots)
-the maximum of these scores landed within 1% of the highest normal test score.
-One shot has no "other", so views of it that differ the way parts differ on
-a line (shift and scale up to 10%, rotation up to 20 degrees, lighting up to
-20%) are scored against the shot's own bank instead; milder views were
-measured to sit far below real normal scores. The threshold is the maximum
-held-out normal score times ``MARGIN``.
+No anomalous image is needed and no number is asked of the user. Each piece
+of normal evidence is scored as if it were new, against a bank that does not
+contain it, and the threshold is the highest such held-out normal score:
+
+- two or more shots: each shot against a bank of the *other* shots
+  (leave-one-out over shots);
+- one shot: each quarter of the shot's patch grid against the other three
+  quarters (leave-one-out over quadrants), at patch level.
+
+Chosen by measurement (3 real categories and 4 synthetic ones, 1/2/4 shots,
+2 seeds; mean accuracy at the threshold): leave-one-out over shots 0.75
+against 0.68 with jittered views added; for one shot, quadrants 0.74 against
+0.63-0.68 for jittered views of the shot (which either stay too close to the
+shot or, rotated, break directional textures).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-VIEWS_PER_SHOT = 8
 MARGIN = 1.0
 METHOD_LOO = "max over shots of the score against a bank of the other shots (leave-one-out)"
-METHOD_VIEWS = "max score of jittered views of the single shot against its own bank"
+METHOD_QUADRANTS = "max patch distance of each quadrant of the single shot to its other three quadrants"
 
 DecodeScores = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (features [B x N x D], bank) -> scores [B]
 BuildBank = Callable[[np.ndarray], np.ndarray]  # features [N x D] -> bank
@@ -52,23 +56,6 @@ class Calibration:
         }
 
 
-def jittered_views(rgb: np.ndarray, count: int = VIEWS_PER_SHOT, seed: int = 0) -> list[np.ndarray]:
-    """``count`` views of a normal image as a line might show it again: shifted and
-    scaled <=10%, rotated <=20 degrees, brighter or darker <=20%."""
-    rng = np.random.default_rng(seed)
-    h, w = rgb.shape[:2]
-    views = []
-    for _ in range(count):
-        angle = rng.uniform(-20, 20)
-        scale = rng.uniform(0.9, 1.1)
-        matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-        matrix[:, 2] += rng.uniform(-0.1, 0.1, size=2) * (w, h)
-        moved = cv2.warpAffine(rgb, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        gain = rng.uniform(0.8, 1.2)
-        views.append(np.clip(moved.astype(np.float32) * gain, 0, 255).astype(np.uint8))
-    return views
-
-
 def calibrate_leave_one_out(
     shot_features: np.ndarray, build_bank: BuildBank, decode_scores: DecodeScores
 ) -> Calibration:
@@ -83,11 +70,25 @@ def calibrate_leave_one_out(
     return _from_scores(np.concatenate(scores), METHOD_LOO)
 
 
-def calibrate_single_shot(
-    shot_features: np.ndarray, view_features: np.ndarray, decode_scores: DecodeScores
-) -> Calibration:
-    """One shot's patches ``[N x D]`` as the bank; its jittered views ``[V x N x D]`` scored against it."""
-    return _from_scores(decode_scores(view_features, shot_features), METHOD_VIEWS)
+def calibrate_single_shot(shot_features: np.ndarray) -> Calibration:
+    """One shot's patches ``[N x D]`` on a square grid: each quadrant against the other three."""
+    side = math.isqrt(len(shot_features))
+    if side * side != len(shot_features) or side < 2:
+        raise ValueError(f"expected a square patch grid, got {len(shot_features)} patches")
+    grid = shot_features.reshape(side, side, -1)
+    half = side // 2
+    scores = []
+    for rows in (slice(0, half), slice(half, side)):
+        for cols in (slice(0, half), slice(half, side)):
+            held_out = np.zeros((side, side), bool)
+            held_out[rows, cols] = True
+            scores.append(_max_nearest_distance(grid[held_out], grid[~held_out]))
+    return _from_scores(np.asarray(scores), METHOD_QUADRANTS)
+
+
+def _max_nearest_distance(queries: np.ndarray, bank: np.ndarray) -> float:
+    d_sq = (queries**2).sum(1)[:, None] - 2.0 * queries @ bank.T + (bank**2).sum(1)[None, :]
+    return float(np.sqrt(max(d_sq.min(axis=1).max(), 0.0)))
 
 
 def _from_scores(scores: np.ndarray, method: str) -> Calibration:

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .bundle import Bundle, seal_bundle
-from .calibration import Calibration, calibrate_leave_one_out, calibrate_single_shot, jittered_views
+from .calibration import Calibration, calibrate_leave_one_out, calibrate_single_shot
 from .images import preprocess, resize_square
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
 
@@ -64,8 +64,7 @@ def fit_normal_shots(
         return backend.decode(features, bank)[1]
 
     if len(shots) == 1:
-        view_features = encode_images(backend, jittered_views(shots[0], seed=seed), prep)
-        calibration = calibrate_single_shot(shot_features[0], view_features, decode_scores)
+        calibration = calibrate_single_shot(shot_features[0])
     else:
         calibration = calibrate_leave_one_out(shot_features, build_bank, decode_scores)
     all_patches = shot_features.reshape(-1, shot_features.shape[-1])

@@ -42,12 +42,16 @@ def au_pro(masks: list[np.ndarray], maps: list[np.ndarray], fpr_limit: float = P
         return float("nan")
     fpr_grid = np.linspace(0.0, fpr_limit, PRO_STEPS)
     thresholds = np.quantile(normal, 1.0 - fpr_grid)
-    fpr = 1.0 - np.searchsorted(normal, thresholds, side="left") / normal.size
-    overlap = np.mean([1.0 - np.searchsorted(r, thresholds, side="left") / r.size for r in regions], axis=0)
-    order = np.argsort(fpr)
+    # A pixel is flagged when its score is strictly above the threshold, so tied normal
+    # scores never count as false positives at their own value.
+    fpr = 1.0 - np.searchsorted(normal, thresholds, side="right") / normal.size
+    overlap = np.mean([1.0 - np.searchsorted(r, thresholds, side="right") / r.size for r in regions], axis=0)
+    fpr, overlap = np.append(fpr, 1.0), np.append(overlap, 1.0)  # threshold below everything
+    order = np.lexsort((overlap, fpr))
     fpr, overlap = fpr[order], overlap[order]
-    keep = fpr <= fpr_limit
-    fpr, overlap = np.append(fpr[keep], fpr_limit), np.append(overlap[keep], np.interp(fpr_limit, fpr, overlap))
+    at_limit = np.interp(fpr_limit, fpr, overlap)
+    keep = fpr < fpr_limit
+    fpr, overlap = np.append(fpr[keep], fpr_limit), np.append(overlap[keep], at_limit)
     return float(np.trapezoid(overlap, fpr) / fpr_limit)
 
 

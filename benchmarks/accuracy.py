@@ -1,0 +1,72 @@
+"""Few-shot accuracy over every category of an MVTec-layout root, for several shots and seeds.
+
+    python -m edge_anomaly.benchmarks.accuracy ../shared/data/real --shots 1 4 --seeds 0 \\
+        --json benchmarks/results/accuracy-real-cpu.json
+
+Writes the per-run reports, the mean over categories for each shot count,
+and a markdown table beside the JSON (same name, ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_anomaly.evaluation import evaluate_category, is_category, mean_report
+
+COLUMNS = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
+
+
+def markdown_table(runs: list[dict], means: dict[str, dict]) -> str:
+    head = "| category | shots | seed | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    for r in runs:
+        lines.append(
+            f"| {r['category']} | {r['shots']} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |"
+        )
+    for shots, m in means.items():
+        lines.append(f"| **mean** | {shots} | all | " + " | ".join(f"**{m[c]:.3f}**" for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--encoder", default="lite0")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    categories = sorted(p for p in args.root.iterdir() if is_category(p))
+    if not categories:
+        parser.error(f"{args.root} holds no MVTec-layout category")
+    runs = []
+    for shots in args.shots:
+        for seed in args.seeds:
+            for category in categories:
+                runs.append(evaluate_category(category, shots, seed, args.image_size, args.encoder, progress=False))
+                print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)
+    means = {str(s): mean_report([r for r in runs if r["shots"] == s]) for s in args.shots}
+    report = {
+        "command": "python -m edge_anomaly.benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "root": str(args.root),
+        "runs": runs,
+        "mean_by_shots": means,
+        "seeds": args.seeds,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps(report, indent=2, default=lambda x: float(x) if isinstance(x, np.floating) else x) + "\n"
+    )
+    args.json.with_suffix(".md").write_text(markdown_table(runs, means))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

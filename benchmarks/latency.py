@@ -1,0 +1,137 @@
+"""Per-stage latency of ``Inspector.inspect`` on this machine, written as JSON.
+
+    python -m edge_anomaly.benchmarks.latency --json benchmarks/results/latency-cpu.json
+
+Builds a bundle from synthetic normal images (or ``--normal DIR``) for each
+shot count, inspects ``--frames`` frames one at a time after ``--warmup``
+frames, and reports p50/p95/p99 per stage, frames/s and peak RSS. The build
+step runs in a child process so torch never counts against the runtime's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DISTINCT_FRAMES = 20  # 10% of them carry a defect
+STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)} | {"mean": round(float(a.mean()), 3)}
+
+
+def build(normal: Path, out: Path, shots: int, size: int) -> None:
+    """Export in a child process (torch loads there, not here)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_anomaly.cli",
+        "export",
+        "--normal",
+        str(normal),
+        "--shots",
+        str(shots),
+        "--image-size",
+        str(size),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def time_inspect(bundle: Path, frames: list[np.ndarray], warmup: int, backend: str) -> dict:
+    from edge_anomaly import Inspector
+
+    inspector = Inspector.load(bundle, backend=backend)
+    for frame in frames[:warmup]:
+        inspector.inspect(frame)
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    start = time.perf_counter()
+    for frame in frames[warmup:]:
+        t0 = time.perf_counter()
+        result = inspector.inspect(frame)
+        per_stage["total"].append((time.perf_counter() - t0) * 1000)
+        for stage in STAGES[:-1]:
+            per_stage[stage].append(result.latency_ms[stage])
+    elapsed = time.perf_counter() - start
+    return {
+        "backend": inspector.backend_name,
+        "memory_bank_size": int(len(inspector.memory_bank)),
+        "frames_per_second": round((len(frames) - warmup) / elapsed, 2),
+        "latency_ms": {s: percentiles(v) for s, v in per_stage.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--normal", type=Path, help="folder of normal images (default: synthetic fabric)")
+    parser.add_argument("--image-size", type=int, nargs="+", default=[256])
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--frame-size", type=int, default=480, help="camera frame side before resizing")
+    parser.add_argument("--backend", default="auto")
+    args = parser.parse_args(argv)
+
+    from edge_anomaly.synthetic import add_defect, generate_category, normal_image, texture_source
+
+    rng = np.random.default_rng(0)
+    source = texture_source("fabric")
+    distinct = [normal_image(source, args.frame_size, rng) for _ in range(DISTINCT_FRAMES)]
+    distinct = [add_defect(f, "cut", rng)[0] if i % 10 == 0 else f for i, f in enumerate(distinct)]
+    frames = [
+        distinct[i % DISTINCT_FRAMES] for i in range(args.frames + args.warmup)
+    ]  # cycled: RSS stays the runtime's
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="edge-anomaly-bench-") as work:
+        normal = (
+            args.normal
+            or generate_category(Path(work), "fabric", 256, n_train=max(args.shots), n_good=0, n_defect=0)
+            / "train"
+            / "good"
+        )
+        for size in args.image_size:
+            for shots in args.shots:
+                bundle = Path(work) / f"bundle-{size}-{shots}"
+                build(normal, bundle, shots, size)
+                runs.append(
+                    {"image_size": size, "shots": shots, **time_inspect(bundle, frames, args.warmup, args.backend)}
+                )
+                print(
+                    json.dumps(
+                        runs[-1]["latency_ms"]["total"]
+                        | {"size": size, "shots": shots, "fps": runs[-1]["frames_per_second"]}
+                    )
+                )
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": __import__("os").cpu_count(),
+        },
+        "command": "python -m edge_anomaly.benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "frame_size": args.frame_size,
+        "frames": args.frames,
+        "warmup": args.warmup,
+        "runs": runs,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Shared fixtures: a synthetic MVTec-layout dataset and bundles built from it once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_anomaly.synthetic import generate_dataset
+
+TEST_SIZE = 128  # a 128 px encoder input keeps the suite fast; images are twice that, as cameras oversample
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate_dataset(root, ("fabric", "gravel"), size=2 * TEST_SIZE, seed=4, n_train=4, n_good=6, n_defect=8)
+    return root
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(synth_root, tmp_path_factory) -> Path:
+    """A 3-shot fabric bundle at 128 px."""
+    from edge_anomaly.export.build_bundle import build_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "fabric"
+    build_bundle(synth_root / "fabric" / "train" / "good", out, shots=3, image_size=TEST_SIZE, object_name="fabric")
+    return out
+
+
+@pytest.fixture(scope="session")
+def inspector(bundle_dir):
+    from edge_anomaly import Inspector
+
+    return Inspector.load(bundle_dir, backend="onnxruntime-cpu")

@@ -1,0 +1,92 @@
+"""Findings, metrics, coreset and synthetic data: the pieces the product is built from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_anomaly.findings import GRID_WORDS, find_regions, grid_location
+from edge_anomaly.memory_bank import build_memory_bank, greedy_coreset
+from edge_anomaly.metrics import au_pro, best_accuracy, pixel_auroc
+from edge_anomaly.synthetic import DEFECTS, add_defect, normal_image, texture_source
+
+
+@pytest.mark.parametrize(
+    "x, y, words",
+    [
+        (0.1, 0.1, "top left"),
+        (0.5, 0.1, "top"),
+        (0.9, 0.2, "top right"),
+        (0.2, 0.5, "left"),
+        (0.5, 0.5, "center"),
+        (0.99, 0.5, "right"),
+        (0.0, 0.9, "bottom left"),
+        (0.5, 1.0, "bottom"),
+        (1.0, 1.0, "bottom right"),
+    ],
+)
+def test_grid_location_words(x, y, words):
+    assert grid_location(x, y) == words
+
+
+def test_regions_are_found_scaled_and_placed():
+    anomaly_map = np.zeros((100, 100), np.float32)
+    anomaly_map[10:20, 70:90] = 2.0  # top right, 2% of the map
+    anomaly_map[80:85, 5:10] = 1.5  # bottom left, 0.25%
+    regions = find_regions(anomaly_map, 1.0, frame_size=(200, 300))
+    assert [r.location for r in regions] == ["top right", "bottom left"]
+    assert regions[0].box == (140, 30, 180, 60)
+    assert regions[0].area_fraction == pytest.approx(0.02)
+    assert regions[0].peak_score == 2.0
+    assert sum(len(row) for row in GRID_WORDS) == 9
+
+
+def test_au_pro_extremes_and_a_hand_computed_case():
+    mask = np.zeros((10, 10), bool)
+    mask[2:4, 2:4] = True
+    perfect = mask.astype(np.float32)
+    assert au_pro([mask], [perfect]) == pytest.approx(1.0, abs=1e-3)
+    spread = np.linspace(0.5, 1.0, 100, dtype=np.float32).reshape(10, 10)  # distinct normal scores
+    inverted = np.where(mask, 0.0, spread)
+    assert au_pro([mask], [inverted]) < 0.01
+    # Half of the region scores above every normal pixel, half below all of them:
+    half = spread.copy()
+    half[2:4, 2:3] = 2.0
+    half[2:4, 3:4] = -1.0
+    assert au_pro([mask], [half]) == pytest.approx(0.5, abs=0.01)
+    assert pixel_auroc([mask], [perfect]) == 1.0
+
+
+def test_best_accuracy_is_the_ceiling():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.9, 0.8, 0.85, 0.95])
+    assert best_accuracy(labels, scores) == pytest.approx(5 / 6)
+
+
+def test_coreset_keeps_the_outlier_and_the_size():
+    rng = np.random.default_rng(0)
+    features = rng.normal(0, 0.01, (2000, 16)).astype(np.float32)
+    features[1234] = 5.0  # a rare but real normal patch
+    bank = build_memory_bank(features, max_size=50)
+    assert bank.shape == (50, 16)
+    assert np.isclose(bank, 5.0).all(axis=1).any()
+    assert len(set(greedy_coreset(features, 50).tolist())) == 50
+    assert build_memory_bank(features[:10], max_size=50).shape == (10, 16)
+
+
+@pytest.mark.parametrize("kind", DEFECTS)
+def test_synthetic_defects_have_exact_nonempty_masks(kind):
+    rng = np.random.default_rng(1)
+    clean = normal_image(texture_source("fabric"), 128, rng)
+    defective, mask = add_defect(clean, kind, rng)
+    changed = np.abs(defective.astype(int) - clean.astype(int)).max(axis=2) > 12
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    assert 0.001 < (mask > 0).mean() < 0.2
+    assert (mask[changed] > 0).all()  # every clearly changed pixel is in the mask
+
+
+def test_grey_textures_stay_grey():
+    rng = np.random.default_rng(2)
+    clean = normal_image(texture_source("brick"), 96, rng)
+    defective, _ = add_defect(clean, "stain", rng)
+    assert (defective[:, :, 0] == defective[:, :, 2]).all()

@@ -1,0 +1,134 @@
+"""A bundle is trusted only after every check passes; anything altered is refused by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+
+from edge_anomaly import BundleError, Inspector, open_bundle
+from edge_anomaly.bundle import write_tar
+
+
+@pytest.fixture()
+def bundle_copy(bundle_dir, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle_dir, target)
+    return target
+
+
+def test_manifest_records_what_the_runtime_needs(bundle_dir):
+    m = open_bundle(bundle_dir).manifest
+    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 1
+    assert m["input"]["size"] == 128 and m["input"]["mean"] == [0.5, 0.5, 0.5]
+    assert m["encoder"]["name"] == "lite0" and m["encoder"]["strides"] == [8, 16]
+    assert m["memory_bank"]["shots"] == 3 and m["memory_bank"]["size"] == 3 * 16 * 16
+    assert m["threshold"]["value"] > 0 and "leave-one-out" in m["threshold"]["method"]
+    assert m["object"] == "fabric" and m["onnx"]["opset"] >= 17
+    roles = sorted(e["role"] for e in m["files"].values())
+    assert roles == ["decoder", "encoder", "memory_bank"] + ["normal_shot"] * 3
+    assert all(len(e["sha256"]) == 64 for e in m["files"].values())
+
+
+def test_tampered_memory_bank_is_refused(bundle_copy):
+    path = bundle_copy / "memory_bank.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"memory_bank\.npy: sha256 does not match"):
+        Inspector.load(bundle_copy)
+
+
+def test_tampered_graph_is_refused(bundle_copy):
+    with open(bundle_copy / "decoder.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"decoder\.onnx: sha256"):
+        open_bundle(bundle_copy)
+
+
+def test_missing_file_is_named(bundle_copy):
+    (bundle_copy / "encoder.onnx").unlink()
+    with pytest.raises(BundleError, match=r"encoder\.onnx: listed in the manifest but missing"):
+        open_bundle(bundle_copy)
+
+
+def test_unlisted_file_is_refused(bundle_copy):
+    (bundle_copy / "extra.engine").write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"extra\.engine: not listed"):
+        open_bundle(bundle_copy)
+
+
+def test_pickled_memory_bank_is_never_loaded(bundle_copy):
+    """Even with a matching hash (an attacker can rewrite the manifest), an object array is refused."""
+    path = bundle_copy / "memory_bank.npy"
+    np.save(path, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    _rehash(bundle_copy, "memory_bank.npy")
+    with pytest.raises(BundleError, match="not a plain numpy array"):
+        open_bundle(bundle_copy)
+
+
+def test_memory_bank_of_wrong_width_is_refused(bundle_copy):
+    np.save(bundle_copy / "memory_bank.npy", np.zeros((768, 10), np.float32))
+    _rehash(bundle_copy, "memory_bank.npy")
+    with pytest.raises(BundleError, match=r"expected float32 \(768, 152\), found float32 \(768, 10\)"):
+        open_bundle(bundle_copy)
+
+
+def test_newer_format_version_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 99"):
+        open_bundle(bundle_copy)
+
+
+def test_path_outside_the_bundle_is_refused(bundle_copy):
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["files"]["../outside.bin"] = {"role": "engine", "sha256": "0" * 64, "bytes": 1}
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="points outside the bundle"):
+        open_bundle(bundle_copy)
+
+
+def test_corrupt_manifest_is_refused(bundle_copy):
+    (bundle_copy / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        open_bundle(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        open_bundle(tmp_path / "nothing")
+    (tmp_path / "file.bin").write_bytes(b"12345")
+    with pytest.raises(BundleError, match="not a tar archive"):
+        open_bundle(tmp_path / "file.bin")
+
+
+def test_tar_bundle_round_trip(bundle_dir, tmp_path, synth_root):
+    tar_path = write_tar(open_bundle(bundle_dir), tmp_path / "b.tar.gz")
+    from_tar = Inspector.load(tar_path, backend="onnxruntime-cpu")
+    from_dir = Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+    image = next((synth_root / "fabric" / "test" / "cut").iterdir())
+    assert from_tar.inspect(image).score == pytest.approx(from_dir.inspect(image).score, rel=1e-6)
+
+
+def test_tar_with_a_link_is_refused(tmp_path):
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(BundleError, match="cannot unpack"):
+        open_bundle(evil)
+
+
+def _rehash(root, name):
+    from edge_anomaly.bundle import sha256_file
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][name]["sha256"] = sha256_file(root / name)
+    (root / "manifest.json").write_text(json.dumps(manifest))

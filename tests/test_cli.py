@@ -1,0 +1,99 @@
+"""The command line as a user runs it: export, inspect --json, eval --json, demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edge_anomaly.cli import main
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_anomaly.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_export_then_inspect_json(synth_root, tmp_path):
+    out = tmp_path / "bundle"
+    normal = synth_root / "gravel" / "train" / "good"
+    done = _cli(
+        "export",
+        "--normal",
+        str(normal),
+        "--shots",
+        "2",
+        "--image-size",
+        "64",
+        "--object",
+        "gravel",
+        "--out",
+        str(out),
+        "--tar",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bundle.tar.gz").is_file()
+    images = sorted((synth_root / "gravel" / "test" / "cut").iterdir())[:2]
+    overlays = tmp_path / "overlays"
+    done = _cli("inspect", str(out), *map(str, images), "--json", "--save-overlay", str(overlays))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) == 2
+    for record, image in zip(records, images):
+        assert record["image"] == str(image)
+        assert {"score", "threshold", "is_anomalous", "location", "regions"} <= set(record)
+        assert record["is_anomalous"] == (record["score"] >= record["threshold"])
+    assert len(list(overlays.glob("*_overlay.png"))) == 2
+
+
+def test_inspect_reports_a_bad_image_and_goes_on(bundle_dir, synth_root, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    good = next((synth_root / "fabric" / "test" / "good").iterdir())
+    assert main(["inspect", str(bundle_dir), str(bad), str(good), "--json"]) == 1
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "cannot decode" in lines[0]["error"] and "score" in lines[1]
+
+
+def test_bad_bundle_is_one_line_not_a_traceback(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path), "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "no manifest.json" in err and "Traceback" not in err
+
+
+def test_export_of_an_empty_folder_fails_clearly(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--normal", str(tmp_path / "empty"), "--out", str(tmp_path / "b")]) == 2
+    assert "holds no image files" in capsys.readouterr().err
+
+
+def test_eval_json_report(synth_root, tmp_path):
+    report_path = tmp_path / "report.json"
+    assert (
+        main(["eval", str(synth_root / "fabric"), "--shots", "1", "--image-size", "64", "--json", str(report_path)])
+        == 0
+    )
+    report = json.loads(report_path.read_text())
+    for key in ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["count_normal"] == 6 and report["count_anomalous"] == 8
+    assert report["true_positives"] + report["false_negatives"] == 8
+
+
+def test_eval_over_a_root_reports_a_mean(synth_root, tmp_path):
+    report_path = tmp_path / "all.json"
+    assert main(["eval", str(synth_root), "--shots", "1", "--image-size", "64", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert [c["category"] for c in report["categories"]] == ["fabric", "gravel"]
+    mean = sum(c["image_auroc"] for c in report["categories"]) / 2
+    assert report["mean"]["image_auroc"] == pytest.approx(mean)
+
+
+def test_demo_runs_on_bundled_samples(tmp_path):
+    done = _cli("demo", "--out", str(tmp_path / "demo"), timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "decisions match the truth" in done.stdout
+    assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 7

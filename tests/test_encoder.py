@@ -1,0 +1,86 @@
+"""The encoder is the real ImageNet EfficientNet-Lite, and its ONNX graphs match torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from edge_anomaly.export.efficientnet_lite import load_efficientnet_lite
+from edge_anomaly.export.encoders import resolve_encoder
+from edge_anomaly.export.onnx_export import build_graphs, export_onnx
+
+from edge_anomaly.images import preprocess
+
+ESPRESSO, EGYPTIAN_CAT = 967, 285
+ONNX_TOLERANCE = 1e-4  # absolute, on features of unit norm per stage and on distances of order 1
+
+
+def _imagenet_top1(model, rgb: np.ndarray) -> tuple[int, float]:
+    x = torch.from_numpy(preprocess(rgb, 224, (0.5,) * 3, (0.5,) * 3))[None]
+    with torch.no_grad():
+        probs = model.classify(x).softmax(-1)[0]
+    return int(probs.argmax()), float(probs.max())
+
+
+def test_lite0_weights_are_the_real_imagenet_ones():
+    from skimage import data
+
+    model = load_efficientnet_lite(resolve_encoder("lite0").checkpoint)
+    label, confidence = _imagenet_top1(model, data.coffee())
+    assert label == ESPRESSO and confidence > 0.8
+    assert _imagenet_top1(model, data.chelsea())[0] == EGYPTIAN_CAT
+
+
+@pytest.mark.parametrize("name, stage4_width", [("lite1", 112), ("lite2", 120)])
+def test_larger_lites_load_strictly_from_their_packages(name, stage4_width):
+    model = load_efficientnet_lite(resolve_encoder(name).checkpoint)
+    assert model.stage_channels[4] == stage4_width
+    outputs = model.stage_outputs(torch.zeros(1, 3, 128, 128), 4)
+    assert outputs[2].shape[-1] == 16 and outputs[4].shape[-1] == 8
+
+
+def test_unknown_encoder_name_is_refused():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        resolve_encoder("resnet50")
+
+
+def test_image_size_must_suit_the_strides():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_graphs("lite0", 250)
+
+
+def test_onnx_graphs_match_torch(tmp_path):
+    graphs = build_graphs("lite0", 128)
+    encoder_path, decoder_path = export_onnx(graphs, tmp_path)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
+    bank = rng.normal(0, 0.1, (300, graphs.manifest["encoder"]["feature_dim"])).astype(np.float32)
+
+    with torch.no_grad():
+        features_torch = graphs.encoder(torch.from_numpy(images))
+        map_torch, score_torch = graphs.decoder(features_torch, torch.from_numpy(bank))
+    encoder = ort.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    features_onnx = encoder.run(None, {"image": images})[0]
+    map_onnx, score_onnx = decoder.run(None, {"features": features_onnx, "memory_bank": bank})
+
+    assert features_onnx.shape == (2, 16 * 16, graphs.manifest["encoder"]["feature_dim"])
+    assert np.abs(features_onnx - features_torch.numpy()).max() < ONNX_TOLERANCE
+    assert map_onnx.shape == (2, 128, 128)
+    assert np.abs(map_onnx - map_torch.numpy()).max() < ONNX_TOLERANCE
+    assert np.abs(score_onnx - score_torch.numpy()).max() < ONNX_TOLERANCE
+
+
+def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
+    graphs = build_graphs("lite0", 64)
+    _, decoder_path = export_onnx(graphs, tmp_path)
+    decoder = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    dim = graphs.manifest["encoder"]["feature_dim"]
+    features = np.zeros((1, 64, dim), np.float32)
+    for size in (1, 17, 5000):
+        bank = np.ones((size, dim), np.float32)
+        anomaly_map, score = decoder.run(None, {"features": features, "memory_bank": bank})
+        expected = np.sqrt(dim)  # distance from the zero vector to the all-ones vector
+        assert score[0] == pytest.approx(expected, rel=1e-4)
+        assert anomaly_map.shape == (1, 64, 64)
