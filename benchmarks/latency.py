@@ -50,26 +50,34 @@ def build(normal: Path, out: Path, shots: int, size: int) -> None:
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
-def time_inspect(bundle: Path, frames: list[np.ndarray], warmup: int, backend: str) -> dict:
-    from edge_anomaly import Inspector
-
-    inspector = Inspector.load(bundle, backend=backend)
-    for frame in frames[:warmup]:
-        inspector.inspect(frame)
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    start = time.perf_counter()
-    for frame in frames[warmup:]:
-        t0 = time.perf_counter()
-        result = inspector.inspect(frame)
-        per_stage["total"].append((time.perf_counter() - t0) * 1000)
-        for stage in STAGES[:-1]:
-            per_stage[stage].append(result.latency_ms[stage])
-    elapsed = time.perf_counter() - start
+def time_inspect(inspectors: dict, frames: list[np.ndarray], warmup: int, rounds: int) -> dict[str, dict]:
+    """Time every inspector on the same frames, interleaved in ``rounds`` so that
+    drift in a shared machine's speed hits all configurations alike."""
+    per_stage = {key: {s: [] for s in STAGES} for key in inspectors}
+    cpu_ms = {key: [] for key in inspectors}
+    for inspector in inspectors.values():
+        for frame in frames[:warmup]:
+            inspector.inspect(frame)
+    timed = frames[warmup:]
+    chunk = max(1, len(timed) // rounds)
+    for r in range(rounds):
+        for key, inspector in inspectors.items():
+            for frame in timed[r * chunk : (r + 1) * chunk]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                result = inspector.inspect(frame)
+                per_stage[key]["total"].append((time.perf_counter() - t0) * 1000)
+                cpu_ms[key].append((time.process_time() - c0) * 1000)
+                for stage in STAGES[:-1]:
+                    per_stage[key][stage].append(result.latency_ms[stage])
     return {
-        "backend": inspector.backend_name,
-        "memory_bank_size": int(len(inspector.memory_bank)),
-        "frames_per_second": round((len(frames) - warmup) / elapsed, 2),
-        "latency_ms": {s: percentiles(v) for s, v in per_stage.items()},
+        key: {
+            "backend": inspectors[key].backend_name,
+            "memory_bank_size": int(len(inspectors[key].memory_bank)),
+            "frames_per_second": round(1000.0 / float(np.mean(per_stage[key]["total"])), 2),
+            "latency_ms": {s: percentiles(v) for s, v in per_stage[key].items()},
+            "cpu_ms_per_frame": percentiles(cpu_ms[key]),
+        }
+        for key in inspectors
     }
 
 
@@ -83,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--frame-size", type=int, default=480, help="camera frame side before resizing")
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
 
     from edge_anomaly.synthetic import add_defect, generate_category, normal_image, texture_source
@@ -94,27 +103,29 @@ def main(argv: list[str] | None = None) -> int:
     frames = [
         distinct[i % DISTINCT_FRAMES] for i in range(args.frames + args.warmup)
     ]  # cycled: RSS stays the runtime's
-    runs = []
+    from edge_anomaly import Inspector
+
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-bench-") as work:
-        normal = (
-            args.normal
-            or generate_category(Path(work), "fabric", 256, n_train=max(args.shots), n_good=0, n_defect=0)
+        normal = args.normal or (
+            generate_category(Path(work), "fabric", 256, n_train=max(args.shots), n_good=0, n_defect=0)
             / "train"
             / "good"
         )
+        inspectors = {}
         for size in args.image_size:
             for shots in args.shots:
                 bundle = Path(work) / f"bundle-{size}-{shots}"
                 build(normal, bundle, shots, size)
-                runs.append(
-                    {"image_size": size, "shots": shots, **time_inspect(bundle, frames, args.warmup, args.backend)}
-                )
-                print(
-                    json.dumps(
-                        runs[-1]["latency_ms"]["total"]
-                        | {"size": size, "shots": shots, "fps": runs[-1]["frames_per_second"]}
-                    )
-                )
+                inspectors[(size, shots)] = Inspector.load(bundle, backend=args.backend)
+        timings = time_inspect(inspectors, frames, args.warmup, args.rounds)
+    runs = [{"image_size": size, "shots": shots, **timings[(size, shots)]} for size, shots in inspectors]
+    for run in runs:
+        print(
+            json.dumps(
+                {"size": run["image_size"], "shots": run["shots"], "fps": run["frames_per_second"]}
+                | run["latency_ms"]["total"]
+            )
+        )
     report = {
         "machine": {
             "platform": platform.platform(),
@@ -125,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "frame_size": args.frame_size,
         "frames": args.frames,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "runs": runs,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ class OnnxRuntimeBackend:
     """Runs ``encoder.onnx`` and ``decoder.onnx``; same surface as every other backend.
 
     ``device="cuda"`` asks for the CUDA provider (onnxruntime-gpu) and fails if
-    it is not there; ``"cpu"`` forces the CPU provider.
+    it is not there; ``"cpu"`` forces the CPU provider. ``threads=0`` means the
+    cores this process may run on (its CPU affinity), so a container pinned to
+    a few cores of a large host does not start one thread per host core.
     """
 
     def __init__(self, encoder: Path, decoder: Path, device: str = "cpu", threads: int = 0) -> None:
@@ -32,7 +35,7 @@ class OnnxRuntimeBackend:
             raise BackendError("onnxruntime has no CUDA provider here: install onnxruntime-gpu")
         providers = [CUDA, CPU] if device == "cuda" else [CPU]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.log_severity_level = 3
         try:
             self._encoder = ort.InferenceSession(str(encoder), options, providers=providers)
