@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     p.set_defaults(run=_inspect)
 
+    p = sub.add_parser("run", help="watch a camera, stream, video or folder; log events and verdicts")
+    p.add_argument("bundle", type=Path)
+    p.add_argument(
+        "--source",
+        required=True,
+        help="camera index, /dev/videoN, rtsp://..., GStreamer pipeline, video, folder or glob",
+    )
+    p.add_argument("--events", type=Path, help="JSONL event log (appended, fsync per record)")
+    p.add_argument("--save-overlays", type=Path, metavar="DIR", help="a JPEG per event")
+    p.add_argument("--speak", action="store_true", help="speak verdicts with espeak-ng, if installed")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.set_defaults(run=_run)
+
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
     p.add_argument("path", type=Path, help="a category folder (train/good, test/*, ground_truth/*) or a root of them")
     p.add_argument("--shots", type=int, default=1)
@@ -109,6 +124,42 @@ def _inspect(args: argparse.Namespace) -> int:
             decision = "ANOMALY" if result.is_anomalous else "ok"
             print(f"{path}: {decision:7s} score {result.score:.3f} / {result.threshold:.3f}  {result.location}")
     return 1 if failures else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .inspector import Inspector
+
+    inspector = Inspector.load(args.bundle, args.backend)
+    runner = inspector.stream(
+        args.source, events=args.events, overlays=args.save_overlays, speak=args.speak, max_frames=args.max_frames
+    )
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: runner.stop())
+    done = threading.Event()
+
+    def status() -> None:
+        while not done.wait(1.0):
+            s = runner.stats
+            print(
+                f"\r{s.inspected} frames  {s.fps:.1f} fps  p99 {s.p99_ms:.1f} ms  {s.events} events  "
+                f"{s.dropped} dropped  {s.bad_frames} bad",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    if not args.quiet:
+        threading.Thread(target=status, name="status", daemon=True).start()
+    try:
+        for event in runner:
+            # Printed after every sink (the event log first) has the record: an acknowledgement.
+            print(f"{event.kind} {json.dumps(event.record)}", flush=True)
+    finally:
+        done.set()
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

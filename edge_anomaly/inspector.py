@@ -147,6 +147,15 @@ class Inspector:
             for rgb, m, s, f in zip(rgbs, maps, scores, frames)
         ]
 
+    def stream(self, source, on_event=None, **options):
+        """Run frames from ``source`` (camera index, device, URL, pipeline, video, folder, glob or a
+        ``FrameSource``) through the detector; returns a runner to iterate or ``.run()``.
+        Options: ``events=`` JSONL path, ``overlays=`` folder, ``speak=``, ``provider=``,
+        ``gate=``, ``max_frames=``, ``verdict_timeout=``, ``queue_size=``."""
+        from edge_anomaly.runtime.stream import stream
+
+        return stream(self, source, on_event, **options)
+
     def _result(self, rgb: np.ndarray, input_map: np.ndarray, score: float, source, latency: dict) -> InspectionResult:
         start = time.perf_counter()
         h, w = rgb.shape[:2]

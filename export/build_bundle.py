@@ -12,14 +12,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
 from edge_anomaly import __version__
 from edge_anomaly.bundle import Bundle, open_bundle
 from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
 from edge_anomaly.images import list_images, read_image
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
+from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
 from .onnx_export import DEFAULT_STAGES, build_graphs, export_onnx
 

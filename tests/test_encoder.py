@@ -6,10 +6,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from edge_anomaly.export.efficientnet_lite import load_efficientnet_lite
 from edge_anomaly.export.encoders import resolve_encoder
 from edge_anomaly.export.onnx_export import build_graphs, export_onnx
-
 from edge_anomaly.images import preprocess
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285

@@ -72,9 +72,8 @@ def test_unknown_backend_is_refused(bundle_dir):
 
 
 def test_cuda_backend_is_refused_clearly_without_a_gpu(bundle_dir):
-    from edge_anomaly.runtime.onnxruntime_backend import cuda_available
-
     from edge_anomaly import BackendError
+    from edge_anomaly.runtime.onnxruntime_backend import cuda_available
 
     if cuda_available():
         pytest.skip("this machine has the CUDA provider; the refusal applies only without it")

@@ -1,0 +1,223 @@
+"""The frame loop under the faults a factory throws at it: real processes, bounded in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_anomaly.runtime.event_log import read_events
+from edge_anomaly.runtime.gate import EventGate
+from edge_anomaly.runtime.sources import IterableSource
+from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+
+
+@pytest.fixture(scope="module")
+def line_frames():
+    """60 BGR frames of the fabric line, defects in frames 20-25 and 40-42."""
+    rng = np.random.default_rng(11)
+    source = texture_source("fabric")
+    frames = []
+    for i in range(60):
+        rgb = normal_image(source, 256, rng)
+        if 20 <= i < 26 or 40 <= i < 43:
+            rgb, _ = add_defect(rgb, "cut", rng)
+        frames.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return frames
+
+
+def _gate():
+    return EventGate(open_n=2, open_m=3, close_n=3, close_m=3)
+
+
+def test_stream_finds_the_two_defect_passes(inspector, line_frames, tmp_path):
+    runner = inspector.stream(
+        IterableSource(line_frames), events=tmp_path / "e.jsonl", overlays=tmp_path / "ov", gate=_gate()
+    )
+    events = list(runner)
+    kinds = [e.kind for e in events]
+    assert kinds.count("event_opened") == 2 == kinds.count("event_closed") == kinds.count("verdict")
+    opened = [e.record["frame"] for e in events if e.kind == "event_opened"]
+    assert 20 <= opened[0] <= 22 and 40 <= opened[1] <= 42
+    assert kinds[-1] == "stream_end" and events[-1].record["inspected"] == 60
+    logged = read_events(tmp_path / "e.jsonl")
+    assert [r["type"] for r in logged] == kinds
+    assert len(list((tmp_path / "ov").glob("event_*.jpg"))) == 2
+
+
+def test_odd_frames_are_counted_and_skipped_never_fatal(inspector, line_frames):
+    odd = [
+        np.zeros((8, 8, 3), np.uint8),  # too small
+        np.zeros((64, 64, 2), np.uint8),  # two channels
+        np.zeros((64, 64, 3), np.int32),  # wrong dtype
+    ]
+    fine = [
+        np.zeros((256, 256, 3), np.uint8),  # all black: inspected, not an error
+        cv2.cvtColor(line_frames[0], cv2.COLOR_BGR2GRAY),  # grey
+        line_frames[1].astype(np.uint16) * 257,  # 16-bit
+        cv2.resize(line_frames[2], (300, 180)),  # another size
+    ]
+    runner = inspector.stream(IterableSource(odd + fine + line_frames[3:10]))
+    stats = runner.run()
+    assert stats.bad_frames == 3 and stats.inspected == len(fine) + 7
+
+
+class _Raising:
+    def __init__(self, error):
+        self.error = error
+        self.name = "raising"
+
+    def verdict(self, result):
+        raise self.error
+
+
+class _Hanging:
+    name = "hanging"
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def verdict(self, result):
+        self.release.wait(30)
+        return "too late"
+
+
+def test_crashing_verdict_model_yields_template_verdicts(inspector, line_frames):
+    runner = inspector.stream(IterableSource(line_frames), provider=_Raising(RuntimeError("llama abort")), gate=_gate())
+    verdicts = [e.record for e in runner if e.kind == "verdict"]
+    assert len(verdicts) == 2
+    assert all(v["verdict_source"] == "template" and v["fallback_reason"] == "failed" for v in verdicts)
+    assert all("anomalous" in v["text"] for v in verdicts)
+    assert runner.stats.inspected == 60
+
+
+def test_hanging_verdict_model_never_stalls_detection(inspector, line_frames):
+    hanging = _Hanging()
+    runner = inspector.stream(IterableSource(line_frames), provider=hanging, gate=_gate(), verdict_timeout=0.5)
+    events = list(runner)
+    hanging.release.set()
+    verdicts = [e.record for e in events if e.kind == "verdict"]
+    assert [v["fallback_reason"] for v in verdicts] == ["timed_out", "busy"]
+    assert runner.stats.inspected == 60
+
+
+def test_frame_loop_keeps_going_while_the_model_thinks(inspector, line_frames):
+    """Between the first event closing and its (slow) verdict arriving, frames keep being inspected."""
+
+    class Slow:
+        name = "slow"
+
+        def verdict(self, result):
+            time.sleep(1.0)
+            return "The part is anomalous."
+
+    progress = {}
+    runner = inspector.stream(IterableSource(line_frames * 3), provider=Slow(), gate=_gate())
+    for event in runner:
+        if event.kind in ("event_closed", "verdict") and event.record["event"] == 0:
+            progress[event.kind] = runner.stats.inspected
+    assert progress["verdict"] - progress["event_closed"] >= 10
+
+
+def test_source_that_raises_mid_stream_stops_cleanly(inspector, line_frames):
+    def frames():
+        yield from line_frames[:5]
+        raise OSError("USB camera vanished")
+
+    runner = inspector.stream(IterableSource(frames()))
+    events = list(runner)
+    assert events[-1].kind == "stream_end" and events[-1].record["source_errors"] == 1
+    assert runner.stats.inspected == 5
+
+
+STREAM_SCRIPT = r"""
+import sys
+from edge_anomaly.cli import main
+sys.exit(main(["run", sys.argv[1], "--source", sys.argv[2], "--events", sys.argv[3], "--quiet"]))
+"""
+
+
+@pytest.fixture(scope="module")
+def frame_folder(line_frames, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("line")
+    for i in range(600):
+        cv2.imwrite(str(folder / f"{i:05d}.png"), line_frames[i % 60])
+    return folder
+
+
+def _start(bundle_dir, frame_folder, log):
+    return subprocess.Popen(
+        [sys.executable, "-c", STREAM_SCRIPT, str(bundle_dir), str(frame_folder), str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_kill_9_loses_no_acknowledged_event(bundle_dir, frame_folder, tmp_path):
+    log = tmp_path / "events.jsonl"
+    proc = _start(bundle_dir, frame_folder, log)
+    acknowledged = []
+    deadline = time.monotonic() + 120
+    while len(acknowledged) < 8 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acknowledged.append(json.loads(line.split(" ", 1)[1]))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(acknowledged) >= 8, "the stream produced too few events before the kill"
+    logged = read_events(log)
+    for line in log.read_bytes().splitlines(keepends=True)[:-1]:
+        json.loads(line)  # every complete line parses
+    assert acknowledged == logged[: len(acknowledged)]
+
+
+def test_sigterm_stops_cleanly_and_flushes(bundle_dir, frame_folder, tmp_path):
+    log = tmp_path / "events.jsonl"
+    proc = _start(bundle_dir, frame_folder, log)
+    first = proc.stdout.readline()
+    assert first.startswith("event_opened")
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0
+    logged = read_events(log)
+    assert logged[-1]["type"] == "stream_end" and logged[-1]["reason"] == "stopped"
+    opened = {r["event"] for r in logged if r["type"] == "event_opened"}
+    closed = {r["event"] for r in logged if r["type"] == "event_closed"}
+    answered = {r["event"] for r in logged if r["type"] == "verdict"}
+    assert opened == closed == answered  # the open event was closed and got its verdict
+    assert "stream_end" in rest
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc to read RSS")
+def test_long_stream_keeps_memory_flat(bundle_dir, line_frames):
+    """3,000 frames here (benchmarks/soak.py runs tens of thousands): RSS after warm-up stays put."""
+    from edge_anomaly import Inspector
+
+    small = [cv2.resize(f, (96, 96)) for f in line_frames]
+    insp = Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+    marks = {}
+
+    def frames():
+        for i in range(3000):
+            if i in (500, 2999):
+                marks[i] = _rss_mb()
+            yield small[i % 60]
+
+    stats = insp.stream(IterableSource(frames()), gate=_gate()).run()
+    assert stats.inspected == 3000 and stats.events >= 80
+    assert marks[2999] - marks[500] < 10.0
