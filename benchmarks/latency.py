@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=int, default=480, help="camera frame side before resizing")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--engine", choices=["full", "rtx"], help="build TensorRT engines into each bundle first")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
     args = parser.parse_args(argv)
 
     from edge_anomaly.synthetic import add_defect, generate_category, normal_image, texture_source
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             for shots in args.shots:
                 bundle = Path(work) / f"bundle-{size}-{shots}"
                 build(normal, bundle, shots, size)
+                if args.engine:
+                    from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
+
+                    build_engines(bundle, args.engine, EngineOptions(precision=args.precision))
                 inspectors[(size, shots)] = Inspector.load(bundle, backend=args.backend)
         timings = time_inspect(inspectors, frames, args.warmup, args.rounds)
     runs = [{"image_size": size, "shots": shots, **timings[(size, shots)]} for size, shots in inspectors]

@@ -40,7 +40,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for choosing shots")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
+    p.add_argument("--engine", choices=["rtx"], help="also build TensorRT-RTX engines here (no GPU needed)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engine precision")
     p.set_defaults(run=_export)
+
+    p = sub.add_parser("build-engine", help="build TensorRT engines into a bundle (on the target for full TensorRT)")
+    p.add_argument("bundle", type=Path, help="a bundle directory")
+    p.add_argument(
+        "--flavour", choices=["full", "rtx"], default="full", help="full TensorRT (Jetson, data center) or RTX"
+    )
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--calib-dir", type=Path, help="normal images for INT8 calibration (default: the bundle's shots)")
+    p.add_argument("--calib-samples", type=int, default=500, help="at most this many calibration images")
+    p.add_argument("--calib-cache", type=Path, help="keep (and reuse) the calibrated INT8 graph here")
+    p.add_argument("--workspace", type=float, default=None, metavar="GiB", help="builder workspace limit")
+    p.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, read and updated")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the engines accept")
+    p.set_defaults(run=_build_engine)
 
     p = sub.add_parser("inspect", help="inspect images with a bundle")
     p.add_argument("bundle", type=Path)
@@ -93,9 +109,41 @@ def _export(args: argparse.Namespace) -> int:
         f"bundle {bundle.root}: {bundle.manifest['memory_bank']['shots']} shots, "
         f"memory bank {bundle.manifest['memory_bank']['size']} patches, threshold {t['value']:.4f} ({t['method']})"
     )
+    if args.engine:
+        from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
+
+        bundle = build_engines(bundle.root, args.engine, EngineOptions(precision=args.precision))
+        _print_engines(bundle)
     if args.tar:
         print(f"packed {write_tar(bundle, args.out.with_name(args.out.name + '.tar.gz'))}")
     return 0
+
+
+def _build_engine(args: argparse.Namespace) -> int:
+    from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
+
+    from .images import list_images
+
+    calibration = tuple(list_images(args.calib_dir)[: args.calib_samples]) if args.calib_dir else ()
+    options = EngineOptions(
+        args.precision,
+        args.max_batch,
+        workspace_gib=args.workspace,
+        timing_cache=args.timing_cache,
+        calibration_images=calibration,
+        calibration_cache=args.calib_cache,
+    )
+    _print_engines(build_engines(args.bundle, args.flavour, options))
+    return 0
+
+
+def _print_engines(bundle) -> None:
+    for e in bundle.manifest["engines"]:
+        print(
+            f"engine {e['file']}: {e['flavour']} TensorRT {e['tensorrt_version']} {e['precision']}, "
+            f"{e['bytes'] / 2**20:.1f} MiB, built in {e['build_seconds']:.2f} s, "
+            f"runs on compute capability {', '.join(e['compute_capabilities'])}"
+        )
 
 
 def _inspect(args: argparse.Namespace) -> int:

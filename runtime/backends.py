@@ -2,6 +2,9 @@
 
 Every backend offers the same two calls, ``encode(images)`` and
 ``decode(features, memory_bank)``, so the SDK never cares which one runs.
+``auto`` takes the bundle's TensorRT engines when a pair of them (encoder and
+decoder, same flavour and precision) fits this GPU and TensorRT version, else
+ONNX Runtime on CUDA, else on the CPU; the reason names what did not fit.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from edge_anomaly import bundle_format as fmt
 from edge_anomaly.bundle import Bundle
 from edge_anomaly.errors import BackendError
 
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda")
+PRECISION_PREFERENCE = ("fp16", "int8", "fp32")
 
 
 class Backend(Protocol):
@@ -38,6 +42,13 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
     """``auto``: ONNX Runtime on CUDA when onnxruntime-gpu sees a GPU, else on the CPU."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+    no_engine = ""
+    if backend in ("auto", "tensorrt"):
+        choice, no_engine = _tensorrt_choice(bundle)
+        if choice is not None:
+            return choice
+        if backend == "tensorrt":
+            raise BackendError(f"no TensorRT engine of this bundle can run here: {no_engine}")
     try:
         from .onnxruntime_backend import OnnxRuntimeBackend, cuda_available
     except ImportError as exc:
@@ -48,6 +59,44 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
     if backend == "onnxruntime-cuda":
         return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cuda", threads), "asked for onnxruntime-cuda")
     if cuda_available():
-        return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cuda", threads), "onnxruntime sees a CUDA GPU")
+        why = "onnxruntime sees a CUDA GPU" + (f"; TensorRT not used: {no_engine}" if no_engine else "")
+        return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cuda", threads), why)
     why = "asked for onnxruntime" if backend == "onnxruntime" else "no GPU provider available"
+    if no_engine:
+        why = f"{why}; TensorRT not used: {no_engine}"
     return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cpu", threads), f"{why}: running on the CPU")
+
+
+def _tensorrt_choice(bundle: Bundle) -> tuple[BackendChoice | None, str]:
+    """The best-fitting engine pair, or ``None`` and why none fits."""
+    entries = bundle.manifest.get("engines", [])
+    if not entries:
+        return None, "the bundle has no engines (edge-anomaly build-engine)"
+    from .gpu_info import detect_gpu
+    from .tensorrt_engines import engine_fit
+
+    gpu = detect_gpu()
+    pairs = {}
+    for e in entries:
+        pairs.setdefault((e["flavour"], e["precision"]), {})[e["graph"]] = e
+    ranked = sorted(pairs.items(), key=lambda kv: PRECISION_PREFERENCE.index(kv[0][1]))
+    reasons = []
+    for (flavour, precision), graphs in ranked:
+        if set(graphs) != {"encoder", "decoder"}:
+            reasons.append(f"{flavour} {precision}: encoder or decoder engine missing")
+            continue
+        misfit = engine_fit(graphs["encoder"], gpu) or engine_fit(graphs["decoder"], gpu)
+        if misfit:
+            reasons.append(misfit)
+            continue
+        from .tensorrt_backend import TensorRTBackend
+
+        try:
+            backend = TensorRTBackend(
+                bundle.root / graphs["encoder"]["file"], bundle.root / graphs["decoder"]["file"], flavour, precision
+            )
+        except BackendError as exc:
+            reasons.append(str(exc))
+            continue
+        return BackendChoice(backend, f"{flavour} TensorRT {precision} engines fit the {gpu.name} ({gpu.cc})"), ""
+    return None, "; ".join(reasons)

@@ -128,15 +128,13 @@ class StreamRunner:
     def _process(self, frame: Frame) -> Iterator[StreamEvent]:
         self._last_frame = frame.id
         if frame.image is None:
-            self.stats.bad_frames += 1
-            log.warning("frame %d skipped: %s", frame.id, frame.error)
+            self._skip(frame, frame.error)
             return
         start = time.perf_counter()
         try:
             result = self.inspector.inspect(frame.image)
         except InputError as exc:
-            self.stats.bad_frames += 1
-            log.warning("frame %d skipped: %s", frame.id, exc)
+            self._skip(frame, str(exc))
             return
         self.stats.latency_ms.append((time.perf_counter() - start) * 1000)
         self.stats.inspected += 1
@@ -156,6 +154,12 @@ class StreamRunner:
             yield from self._emit(StreamEvent("event_opened", record, result, frame.image))
         if step.closed is not None:
             yield from self._close(step.closed, frame.id, "normal")
+
+    def _skip(self, frame: Frame, why: str | None) -> None:
+        """Count a bad frame; log the first few and then every 1000th, so months of them never flood the log."""
+        self.stats.bad_frames += 1
+        if self.stats.bad_frames <= 10 or self.stats.bad_frames % 1000 == 0:
+            log.warning("frame %d skipped (%d bad so far): %s", frame.id, self.stats.bad_frames, why)
 
     def _close(self, event: OpenEvent, frame_id: int, reason: str) -> Iterator[StreamEvent]:
         best_frame, best = event.best
