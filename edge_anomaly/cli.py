@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
     p.add_argument("--engine", choices=["rtx"], help="also build TensorRT-RTX engines here (no GPU needed)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engine precision")
+    p.add_argument(
+        "--llm",
+        default="none",
+        metavar="SPEC",
+        help="verdict model: a Hugging Face model folder, a .gguf, 'default' (Gemma 3 270M) or 'none'",
+    )
+    p.add_argument(
+        "--llm-quant", default="q4_k_m", help="quantization for a converted model (q4_k_m, q5_k_m, q8_0, f16)"
+    )
     p.set_defaults(run=_export)
 
     p = sub.add_parser("build-engine", help="build TensorRT engines into a bundle (on the target for full TensorRT)")
@@ -65,7 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--save-overlay", type=Path, metavar="DIR", help="write heatmap overlays here")
     p.add_argument("--backend", default="auto")
     p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    p.add_argument("--verdict", action="store_true", help="add a one-sentence verdict (the bundle's model, checked)")
     p.set_defaults(run=_inspect)
+
+    p = sub.add_parser("chat", help="inspect one image, then answer follow-up questions about it")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("image", type=Path)
+    p.add_argument("--llm", default="auto", help="'auto' (the bundle's model), 'none', or a .gguf path")
+    p.set_defaults(run=_chat)
 
     p = sub.add_parser("run", help="watch a camera, stream, video or folder; log events and verdicts")
     p.add_argument("bundle", type=Path)
@@ -109,6 +125,15 @@ def _export(args: argparse.Namespace) -> int:
         f"bundle {bundle.root}: {bundle.manifest['memory_bank']['shots']} shots, "
         f"memory bank {bundle.manifest['memory_bank']['size']} patches, threshold {t['value']:.4f} ({t['method']})"
     )
+    if args.llm != "none":
+        from edge_anomaly.export.llm_export import add_llm
+
+        bundle = add_llm(bundle.root, args.llm, args.llm_quant)
+        llm = bundle.manifest["llm"]
+        print(
+            f"language model {llm['file']}: {llm['architecture']}, {llm['quantization']}, "
+            f"{bundle.manifest['files'][llm['file']]['bytes'] / 2**20:.1f} MiB"
+        )
     if args.engine:
         from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
 
@@ -164,13 +189,18 @@ def _inspect(args: argparse.Namespace) -> int:
             print(json.dumps({"image": str(path), "error": str(exc)}) if args.json else f"{path}: error: {exc}")
             continue
         record = {**result.to_dict(), "image": str(path)}
+        if args.verdict:
+            record["verdict"] = result.verdict()
         if args.save_overlay:
             record["overlay"] = str(save_overlay(rgb, result, args.save_overlay, path.name, color_order="rgb"))
         if args.json:
             print(json.dumps(record))
         else:
             decision = "ANOMALY" if result.is_anomalous else "ok"
-            print(f"{path}: {decision:7s} score {result.score:.3f} / {result.threshold:.3f}  {result.location}")
+            verdict = f"  {record['verdict']}" if args.verdict else ""
+            print(
+                f"{path}: {decision:7s} score {result.score:.3f} / {result.threshold:.3f}  {result.location}{verdict}"
+            )
     return 1 if failures else 0
 
 
@@ -208,6 +238,23 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         done.set()
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .inspector import Inspector
+
+    result = Inspector.load(args.bundle, llm=args.llm).inspect(args.image)
+    print(result.verdict())
+    interactive = sys.stdin.isatty()
+    while True:
+        try:
+            question = input("> " if interactive else "")
+        except EOFError:
+            return 0
+        if question.strip().lower() in ("quit", "exit"):
+            return 0
+        if question.strip():
+            print(result.ask(question), flush=True)
 
 
 def _eval(args: argparse.Namespace) -> int:

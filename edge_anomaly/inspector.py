@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +42,8 @@ class InspectionResult:
     object_name: str
     source: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict, repr=False)
+    narrator: Any = field(default=None, repr=False, compare=False)  # the bundle's language model, if any
+    conversation: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def location(self) -> str:
@@ -48,8 +51,18 @@ class InspectionResult:
         return self.regions[0].location if self.is_anomalous and self.regions else "none"
 
     def verdict(self) -> str:
-        """A one-sentence verdict that states exactly what the decoder measured."""
-        return template_verdict(self)
+        """One sentence for the operator: from the bundle's language model, checked against the
+        finding (template sentence when it disagrees), or the template sentence when there is no model."""
+        return self.narrator.verdict(self) if self.narrator is not None else template_verdict(self)
+
+    def ask(self, question: str) -> str:
+        """A follow-up about this finding; the conversation keeps its last turns."""
+        if self.narrator is None:
+            answer = f"This bundle has no language model; what was measured: {template_verdict(self)}"
+        else:
+            answer = self.narrator.ask(self, self.conversation, question)
+        self.conversation.append((question, answer))
+        return answer
 
     def to_dict(self) -> dict:
         return {
@@ -65,7 +78,9 @@ class InspectionResult:
 class Inspector:
     """A loaded, verified bundle on a backend, ready to inspect frames."""
 
-    def __init__(self, bundle: Bundle, backend: str = "auto", threshold: float | None = None, threads: int = 0) -> None:
+    def __init__(
+        self, bundle: Bundle, backend: str = "auto", threshold: float | None = None, threads: int = 0, llm: str = "auto"
+    ) -> None:
         from edge_anomaly.runtime.backends import select_backend
 
         self.bundle = bundle
@@ -79,13 +94,34 @@ class Inspector:
         self._threshold_override = threshold
         self._shots: list[np.ndarray] | None = None
         self._fit: FewShotFit | None = None
+        self.narrator = self._narrator(llm)
 
     @classmethod
     def load(
-        cls, bundle: str | Path, backend: str = "auto", threshold: float | None = None, threads: int = 0
+        cls,
+        bundle: str | Path,
+        backend: str = "auto",
+        threshold: float | None = None,
+        threads: int = 0,
+        llm: str = "auto",
     ) -> Inspector:
-        """Open and verify ``bundle`` (directory or tar). ``threshold`` overrides the calibrated one."""
-        return cls(open_bundle(bundle), backend, threshold, threads)
+        """Open and verify ``bundle`` (directory or tar). ``threshold`` overrides the calibrated one;
+        ``llm``: ``"auto"`` (the bundle's model, if it has one), ``"none"``, or a ``.gguf`` path."""
+        return cls(open_bundle(bundle), backend, threshold, threads, llm)
+
+    def _narrator(self, llm: str):
+        if llm == "none":
+            return None
+        if llm == "auto":
+            models = self.bundle.files_of(fmt.ROLE_LLM)
+            if not models:
+                return None
+            path = models[0]
+        else:
+            path = Path(llm)
+        from edge_anomaly.runtime.llm_verdicts import LazyVerdictModel
+
+        return LazyVerdictModel(path)
 
     @property
     def threshold(self) -> float:
@@ -174,4 +210,5 @@ class Inspector:
             object_name=self.bundle.object_name,
             source=str(source) if source is not None else None,
             latency_ms={**latency, "findings": findings_ms},
+            narrator=self.narrator,
         )

@@ -254,4 +254,5 @@ def stream(
         sinks.append(SpeechSink())
     if on_event is not None:
         sinks.append(CallbackSink(on_event))
+    options.setdefault("provider", inspector.narrator)  # the bundle's model, or None for template verdicts
     return StreamRunner(inspector, source, sinks, **options)

@@ -1,0 +1,76 @@
+"""Keeping a language model's verdict true to the decoder's finding.
+
+``facts(result)`` is the finding as the model reads it. ``check(text, result)``
+reads a generated sentence back and lists every way it disagrees with the
+finding: a defect claimed on a passed frame (or the reverse), a defect placed
+in the wrong grid cell, a number that is not one of the measured numbers.
+Callers regenerate or fall back to the template verdict when the list is not
+empty, and count how often that happens.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .findings import GRID_WORDS, size_words
+
+if TYPE_CHECKING:
+    from .inspector import InspectionResult
+
+LOCATIONS = sorted((w for row in GRID_WORDS for w in row), key=len, reverse=True)
+_DEFECT = re.compile(r"\b(defect\w*|anomal\w*|reject\w*|damage\w*|faulty|flaw\w*|scratch\w*|crack\w*)\b", re.I)
+_NEGATED = re.compile(r"\b(no|not|without|free of)\s+(\w+\s+){0,2}(defect\w*|anomal\w*|damage\w*|flaw\w*)", re.I)
+_NORMAL = re.compile(r"\b(normal|pass\w*|fine|good|ok|okay|accept\w*)\b", re.I)
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?%?")
+
+
+def facts(result: InspectionResult) -> str:
+    """The measured finding, in the words and numbers a verdict may use."""
+    head = f"Object: {result.object_name}. Score {result.score:.2f}, threshold {result.threshold:.2f}."
+    if not result.is_anomalous:
+        return f"{head} Decision: normal. Regions: none."
+    main = result.regions[0]
+    return (
+        f"{head} Decision: anomalous. Regions: {len(result.regions)}. Main region: {main.location}, "
+        f"{size_words(main.area_fraction)}, {100 * main.area_fraction:.1f}% of the image."
+    )
+
+
+def allowed_numbers(result: InspectionResult) -> set[str]:
+    """Every number the facts contain, as it may be written."""
+    values = {f"{result.score:.2f}", f"{result.threshold:.2f}", f"{result.score:.1f}", f"{result.threshold:.1f}"}
+    for r in result.regions:
+        pct = 100 * r.area_fraction
+        values |= {f"{pct:.1f}%", f"{pct:.0f}%", f"{pct:.2f}%", f"{pct:.1f}", f"{pct:.0f}"}
+    values.add(str(len(result.regions)))
+    return values
+
+
+def check(text: str, result: InspectionResult) -> list[str]:
+    """Disagreements between a generated verdict and the finding; empty when it is faithful."""
+    problems = []
+    stripped = _NEGATED.sub(" ", text)
+    claims_defect = bool(_DEFECT.search(stripped))
+    claims_normal = bool(_NORMAL.search(text)) or bool(_NEGATED.search(text))
+    if result.is_anomalous and not claims_defect:
+        problems.append("does not report the defect")
+    if not result.is_anomalous and claims_defect:
+        problems.append("claims a defect on a frame that passed")
+    if result.is_anomalous and claims_normal and not claims_defect:
+        problems.append("calls an anomalous frame normal")
+    said = [w for w in LOCATIONS if re.search(rf"\b{w}\b", text, re.I)]
+    said = [w for w in said if not any(w != o and w in o for o in said)]  # "top" inside "top left"
+    if not result.is_anomalous and said:
+        problems.append(f"places something at the {said[0]} on a frame that passed")
+    if result.is_anomalous and said and result.regions[0].location not in said:
+        problems.append(f"places the defect at the {said[0]}, the decoder found it at the {result.regions[0].location}")
+    if result.is_anomalous and not said:
+        problems.append("does not say where the defect is")
+    allowed = allowed_numbers(result)
+    for number in _NUMBER.findall(text):
+        if number not in allowed and number.rstrip("%") not in allowed:
+            problems.append(f"quotes {number}, which was not measured")
+    if ("above" in text.lower() and not result.is_anomalous) or ("below" in text.lower() and result.is_anomalous):
+        problems.append("puts the score on the wrong side of the threshold")
+    return problems
