@@ -14,8 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.evaluation import evaluate_category, is_category, mean_report
 
 COLUMNS = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
@@ -54,16 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)
     means = {str(s): mean_report([r for r in runs if r["shots"] == s]) for s in args.shots}
     report = {
-        "command": "python -m edge_anomaly.benchmarks.accuracy " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("edge_anomaly.benchmarks.accuracy", argv),
         "root": str(args.root),
         "runs": runs,
         "mean_by_shots": means,
         "seeds": args.seeds,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(report, indent=2, default=lambda x: float(x) if isinstance(x, np.floating) else x) + "\n"
-    )
+    write_report(args.json, report)
     args.json.with_suffix(".md").write_text(markdown_table(runs, means))
     return 0
 

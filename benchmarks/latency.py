@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_anomaly.benchmarks.report import command_line, write_report
+
 DISTINCT_FRAMES = 20  # 10% of them carry a defect
 STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
 
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "processor": platform.processor() or platform.machine(),
             "cpus": __import__("os").cpu_count(),
         },
-        "command": "python -m edge_anomaly.benchmarks.latency " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("edge_anomaly.benchmarks.latency", argv),
         "frame_size": args.frame_size,
         "frames": args.frames,
         "warmup": args.warmup,
@@ -146,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.json, report)
     return 0
 
 

