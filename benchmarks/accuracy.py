@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from edge_anomaly.benchmarks.report import command_line, write_report
@@ -40,16 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--encoder", default="lite0")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
     args = parser.parse_args(argv)
 
     categories = sorted(p for p in args.root.iterdir() if is_category(p))
     if not categories:
         parser.error(f"{args.root} holds no MVTec-layout category")
+    overlay_dir = Path(tempfile.mkdtemp(prefix="edge-anomaly-overlays-"))
     runs = []
     for shots in args.shots:
         for seed in args.seeds:
             for category in categories:
-                runs.append(evaluate_category(category, shots, seed, args.image_size, args.encoder, progress=False))
+                overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
+                runs.append(
+                    evaluate_category(
+                        category, shots, seed, args.image_size, args.encoder, progress=False, overlays=overlays
+                    )
+                )
                 print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)
     means = {str(s): mean_report([r for r in runs if r["shots"] == s]) for s in args.shots}
     report = {
@@ -61,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_report(args.json, report)
     args.json.with_suffix(".md").write_text(markdown_table(runs, means))
+    if args.plots:
+        from edge_anomaly.benchmarks.plots import overlay_grid, roc_figure
+
+        roc_figure(runs, args.json.with_name(args.json.stem + "-roc.png"))
+        overlay_grid(overlay_dir, args.json.with_name(args.json.stem + "-overlays.png"))
+    shutil.rmtree(overlay_dir, ignore_errors=True)
     return 0
 
 

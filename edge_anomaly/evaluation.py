@@ -22,8 +22,10 @@ from . import metrics
 from .errors import InputError
 from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
+from .overlay import save_overlay
 
 METRIC_SIDE = 256
+OVERLAYS_PER_CLASS = 3
 BATCH = 8
 
 
@@ -65,8 +67,11 @@ def evaluate_category(
     encoder: str = "lite0",
     backend: str = "auto",
     progress: bool = True,
+    overlays: Path | None = None,
 ) -> dict:
-    """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report."""
+    """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
+
+    ``overlays``: write heatmap overlays of the first 3 normal and 3 anomalous test images there."""
     from edge_anomaly.export.build_bundle import build_bundle
 
     category = Path(category)
@@ -80,6 +85,7 @@ def evaluate_category(
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
         labels, scores, decisions, masks, maps = [], [], [], [], []
+        shown = {0: 0, 1: 0}
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
         for i in range(0, len(items), BATCH):
             chunk = items[i : i + BATCH]
@@ -88,6 +94,10 @@ def evaluate_category(
                 scores.append(result.score)
                 decisions.append(int(result.is_anomalous))
                 mask, score_map = _metric_pair(item, result.anomaly_map)
+                label = int(item.is_anomalous)
+                if overlays is not None and shown[label] < OVERLAYS_PER_CLASS:
+                    shown[label] += 1
+                    save_overlay(item.path, result, overlays, f"{category.name}_{item.defect_type}_{item.path.stem}")
                 masks.append(mask)
                 maps.append(score_map)
             bar.update(len(chunk))
@@ -110,6 +120,10 @@ def evaluate_category(
         "count_normal": int((labels_a == 0).sum()),
         "count_anomalous": int((labels_a == 1).sum()),
         "build_seconds": round(build_s, 2),
+        "per_image": [
+            {"image": str(it.path.relative_to(category)), "label": lab, "score": round(sc, 6)}
+            for it, lab, sc in zip(items, labels, scores)
+        ],
     }
 
 
@@ -133,5 +147,5 @@ def is_category(path: Path) -> bool:
 
 def mean_report(reports: list[dict]) -> dict:
     """Mean of every numeric metric over categories (NaN-aware)."""
-    keys = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
+    keys = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")  # per_image is left out
     return {k: float(np.nanmean([r[k] for r in reports])) for k in keys}

@@ -51,18 +51,20 @@ class StreamStats:
     verdicts: int = 0
     source_errors: int = 0
     started: float = field(default_factory=time.perf_counter)
+    loop_ended: float | None = None  # set when frames stop; draining verdicts afterwards does not count
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
 
     @property
     def fps(self) -> float:
-        return self.inspected / max(time.perf_counter() - self.started, 1e-9)
+        end = self.loop_ended if self.loop_ended is not None else time.perf_counter()
+        return self.inspected / max(end - self.started, 1e-9)
 
     @property
     def p99_ms(self) -> float:
         return float(np.percentile(self.latency_ms, 99)) if self.latency_ms else 0.0
 
     def to_dict(self) -> dict:
-        counters = {k: v for k, v in asdict(self).items() if k not in ("started", "latency_ms")}
+        counters = {k: v for k, v in asdict(self).items() if k not in ("started", "loop_ended", "latency_ms")}
         return counters | {"fps": round(self.fps, 2), "p99_ms": round(self.p99_ms, 2)}
 
 
@@ -104,6 +106,7 @@ class StreamRunner:
         self._capture.start()
         try:
             yield from self._loop()
+            self.stats.loop_ended = time.perf_counter()
             reason = "stopped" if self._stop.is_set() else "end_of_stream"
             yield from self._finish(reason)
         finally:

