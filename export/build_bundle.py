@@ -53,7 +53,8 @@ def build_bundle(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
-    staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent))  # same disk: the move is a rename
     try:
         encoder_path, decoder_path = export_onnx(graphs, staging)
         backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")

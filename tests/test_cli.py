@@ -64,6 +64,14 @@ def test_bad_bundle_is_one_line_not_a_traceback(tmp_path, capsys):
     assert "no manifest.json" in err and "Traceback" not in err
 
 
+def test_export_creates_missing_parent_folders(synth_root, tmp_path):
+    out = tmp_path / "not" / "yet" / "there"
+    normal = synth_root / "gravel" / "train" / "good"
+    assert main(["export", "--normal", str(normal), "--shots", "1", "--image-size", "64", "--out", str(out)]) == 0
+    assert (out / "manifest.json").is_file()
+    assert [p.name for p in out.parent.iterdir()] == ["there"]  # no staging folder left behind
+
+
 def test_export_of_an_empty_folder_fails_clearly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["export", "--normal", str(tmp_path / "empty"), "--out", str(tmp_path / "b")]) == 2
