@@ -43,7 +43,9 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
     no_engine = ""
-    if backend in ("auto", "tensorrt"):
+    if backend == "tensorrt" and not bundle.manifest.get("engines"):
+        raise BackendError("the bundle has no TensorRT engines: build them with edge-anomaly build-engine")
+    if backend in ("auto", "tensorrt") and bundle.manifest.get("engines"):
         choice, no_engine = _tensorrt_choice(bundle)
         if choice is not None:
             return choice
@@ -69,9 +71,7 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
 
 def _tensorrt_choice(bundle: Bundle) -> tuple[BackendChoice | None, str]:
     """The best-fitting engine pair, or ``None`` and why none fits."""
-    entries = bundle.manifest.get("engines", [])
-    if not entries:
-        return None, "the bundle has no engines (edge-anomaly build-engine)"
+    entries = bundle.manifest["engines"]
     from .gpu_info import detect_gpu
     from .tensorrt_engines import engine_fit
 

@@ -71,6 +71,14 @@ def test_unknown_backend_is_refused(bundle_dir):
         Inspector.load(bundle_dir, backend="tpu")
 
 
+def test_a_bundle_without_engines_says_nothing_of_tensorrt_unless_asked(bundle_dir):
+    from edge_anomaly import BackendError
+
+    assert "TensorRT" not in Inspector.load(bundle_dir).backend_reason
+    with pytest.raises(BackendError, match="has no TensorRT engines"):
+        Inspector.load(bundle_dir, backend="tensorrt")
+
+
 def test_cuda_backend_is_refused_clearly_without_a_gpu(bundle_dir):
     from edge_anomaly import BackendError
     from edge_anomaly.runtime.onnxruntime_backend import cuda_available
