@@ -26,15 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.benchmarks.report import command_line, write_report
+from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
 
 DISTINCT_FRAMES = 20  # 10% of them carry a defect
 STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values)
-    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)} | {"mean": round(float(a.mean()), 3)}
 
 
 def build(normal: Path, out: Path, shots: int, size: int) -> None:

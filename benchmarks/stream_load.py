@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_anomaly.benchmarks.report import command_line, write_report
+from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
 
 
 def line_frames(count: int, flagged: float, seed: int = 0) -> list[np.ndarray]:
@@ -74,17 +74,13 @@ def main(argv: list[str] | None = None) -> int:
                 gate=EventGate(open_n=1, open_m=1, close_n=1, close_m=1),
             )
             stats = runner.run()
-            lat = np.asarray(stats.latency_ms)
             runs.append(
                 {
                     "flagged": load,
                     "frames": args.frames,
                     "events": stats.events,
                     "fps": round(stats.fps, 2),
-                    "latency_ms": {
-                        "p50": round(float(np.percentile(lat, 50)), 2),
-                        "p99": round(float(np.percentile(lat, 99)), 2),
-                    },
+                    "latency_ms": percentiles(stats.latency_ms),
                     "verdicts": runner.worker.counts,
                 }
             )

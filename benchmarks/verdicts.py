@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.benchmarks.report import command_line, write_report
+from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
 from edge_anomaly.grounding import check
 
 
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("unguarded", "guarded")
         },
         "paths": {p: sum(r["path"] == p for r in rows) for p in ("faithful", "steered", "template")},
-        "verdict_latency_s": {
-            "p50": round(float(np.percentile(latencies, 50)), 3),
-            "p95": round(float(np.percentile(latencies, 95)), 3),
-        },
+        "verdict_latency_s": percentiles(latencies),
         **speed,
     }
     write_report(args.json, report, echo=True)

