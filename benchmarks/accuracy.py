@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.evaluation import evaluate_category, is_category, mean_report
+from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 COLUMNS = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--encoder", default="lite0")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
     args = parser.parse_args(argv)
@@ -56,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
                 overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
                 runs.append(
                     evaluate_category(
-                        category, shots, seed, args.image_size, args.encoder, progress=False, overlays=overlays
+                        category,
+                        shots,
+                        seed,
+                        args.image_size,
+                        args.encoder,
+                        progress=False,
+                        overlays=overlays,
+                        augmentation=args.augment,
                     )
                 )
                 print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)

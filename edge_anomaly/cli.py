@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 from .errors import EdgeAnomalyError
+from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
+
+AUGMENT_HELP = "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images"
 
 EXIT_USAGE = 2
 
@@ -38,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--object", default="part", help='what is inspected, in words ("bottle")')
     p.add_argument("--encoder", default="lite0", help="lite0, lite1, lite2 or a .pth checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing shots")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
     p.add_argument("--engine", choices=["rtx"], help="also build TensorRT-RTX engines here (no GPU needed)")
@@ -46,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
         "--llm",
         default="none",
         metavar="SPEC",
-        help="verdict model: a Hugging Face model folder, a .gguf, 'default' (Gemma 3 270M) or 'none'",
+        help="verdict model: a Hugging Face model folder, a .gguf, 'default' (Gemma 3 270M with the project's "
+        "verdict adapter), 'default-base' (without it) or 'none'",
     )
     p.add_argument(
         "--llm-quant", default="q4_k_m", help="quantization for a converted model (q4_k_m, q5_k_m, q8_0, f16)"
@@ -104,12 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--encoder", default="lite0")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     p.set_defaults(run=_eval)
 
     p = sub.add_parser("demo", help="build a bundle from the bundled samples and inspect the bundled test images")
     p.add_argument("--out", type=Path, default=Path("demo-output"), help="where the bundle and overlays go")
+    p.add_argument("--llm", default="default", help="verdict model as for export; 'none' for template sentences")
     p.set_defaults(run=_demo)
     return parser
 
@@ -119,7 +126,16 @@ def _export(args: argparse.Namespace) -> int:
 
     from .bundle import write_tar
 
-    bundle = build_bundle(args.normal, args.out, args.shots, args.image_size, args.object, args.encoder, seed=args.seed)
+    bundle = build_bundle(
+        args.normal,
+        args.out,
+        args.shots,
+        args.image_size,
+        args.object,
+        args.encoder,
+        seed=args.seed,
+        augmentation=args.augment,
+    )
     t = bundle.manifest["threshold"]
     print(
         f"bundle {bundle.root}: {bundle.manifest['memory_bank']['shots']} shots, "
@@ -264,7 +280,10 @@ def _eval(args: argparse.Namespace) -> int:
     if not categories:
         raise FileNotFoundError(f"{args.path} is neither an MVTec-layout category nor a folder of them")
     reports = [
-        evaluate_category(c, args.shots, args.seed, args.image_size, args.encoder, args.backend) for c in categories
+        evaluate_category(
+            c, args.shots, args.seed, args.image_size, args.encoder, args.backend, augmentation=args.augment
+        )
+        for c in categories
     ]
     print(f"{'category':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'PRO':>6s} {'acc':>6s} {'F1':>6s}  threshold")
     for r in reports:
@@ -297,6 +316,14 @@ def _demo(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{bundle_dir} exists: remove it or pass another --out")
     print(f"building a bundle from the bundled normal samples in {SAMPLES_DIR / 'train'} ...")
     bundle = build_bundle(list_images(SAMPLES_DIR / "train"), bundle_dir, object_name="surface")
+    if args.llm != "none":
+        from edge_anomaly.export.llm_export import add_llm
+
+        try:
+            bundle = add_llm(bundle.root, args.llm)
+            print(f"verdicts: language model '{args.llm}' ({bundle.manifest['llm']['prompt']} prompt), checked")
+        except EdgeAnomalyError as exc:
+            print(f"verdicts: template sentences (no language model: {exc})")
     inspector = Inspector(bundle)
     print(
         f"backend: {inspector.backend_name} ({inspector.backend_reason}); "

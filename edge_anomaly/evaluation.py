@@ -5,6 +5,9 @@ Layout: ``train/good/*``, ``test/<type>/*`` (``good`` = normal), and
 from ``train/good`` with the seed, a bundle is built from them (auto threshold,
 nothing else), and every test image is inspected. Maps are compared with masks
 at a side of at most 256 pixels, which keeps pixel metrics cheap on large images.
+
+``shots=0`` is the zero-shot mode: the test images are scored against each
+other (``edge_anomaly.zero_shot``); no normal image is used at all.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from .errors import InputError
 from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
 from .overlay import save_overlay
+from .shot_views import DEFAULT_AUGMENTATION
+from .zero_shot import METHOD as ZERO_SHOT_METHOD
+from .zero_shot import mutual_results
 
 METRIC_SIDE = 256
 OVERLAYS_PER_CLASS = 3
@@ -68,6 +74,7 @@ def evaluate_category(
     backend: str = "auto",
     progress: bool = True,
     overlays: Path | None = None,
+    augmentation: str = DEFAULT_AUGMENTATION,
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
 
@@ -80,16 +87,23 @@ def evaluate_category(
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-eval-") as work:
         start = time.perf_counter()
         bundle = build_bundle(
-            category / "train" / "good", Path(work) / "bundle", shots, image_size, category.name, encoder, seed=seed
+            category / "train" / "good",
+            Path(work) / "bundle",
+            max(shots, 1),  # zero-shot uses only the bundle's graphs
+            image_size,
+            category.name,
+            encoder,
+            seed=seed,
+            augmentation=augmentation,
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
-        labels, scores, decisions, masks, maps = [], [], [], [], []
+        labels, scores, decisions, masks, maps, thresholds = [], [], [], [], [], []
         shown = {0: 0, 1: 0}
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
-        for i in range(0, len(items), BATCH):
-            chunk = items[i : i + BATCH]
-            for item, result in zip(chunk, inspector.inspect_batch([it.path for it in chunk])):
+        for chunk, results in _inspected(inspector, items, zero_shot=shots == 0):
+            for item, result in zip(chunk, results):
+                thresholds.append(result.threshold)
                 labels.append(int(item.is_anomalous))
                 scores.append(result.score)
                 decisions.append(int(result.is_anomalous))
@@ -109,9 +123,10 @@ def evaluate_category(
         "seed": seed,
         "image_size": image_size,
         "encoder": encoder,
+        "augmentation": augmentation,
         "backend": inspector.backend_name,
-        "threshold": inspector.threshold,
-        "threshold_method": bundle.manifest["threshold"]["method"],
+        "threshold": float(np.median(thresholds)),
+        "threshold_method": ZERO_SHOT_METHOD if shots == 0 else bundle.manifest["threshold"]["method"],
         "image_auroc": metrics.image_auroc(labels_a, scores_a),
         "pixel_auroc": metrics.pixel_auroc(masks, maps),
         "pro": metrics.au_pro(masks, maps),
@@ -125,6 +140,16 @@ def evaluate_category(
             for it, lab, sc in zip(items, labels, scores)
         ],
     }
+
+
+def _inspected(inspector: Inspector, items: list[LabelledImage], zero_shot: bool):
+    """(items, results) in batches; zero-shot scores all items against each other at once."""
+    if zero_shot:
+        yield items, mutual_results(inspector, [it.path for it in items])
+        return
+    for i in range(0, len(items), BATCH):
+        chunk = items[i : i + BATCH]
+        yield chunk, inspector.inspect_batch([it.path for it in chunk])
 
 
 def _metric_pair(item: LabelledImage, anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ the edge box would compute itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .bundle import Bundle, seal_bundle
 from .calibration import Calibration, calibrate_leave_one_out, calibrate_single_shot
 from .images import preprocess, resize_square
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
+from .shot_views import DEFAULT_AUGMENTATION, bank_limit, patch_sources, resolve_augmentation, shot_views
 
 ENCODE_BATCH = 8
 
@@ -40,6 +42,8 @@ class FewShotFit:
     memory_bank: np.ndarray
     calibration: Calibration
     coreset: bool
+    augmentation: str = "none"  # as applied
+    augmentation_requested: str = "none"  # as asked ("auto" is resolved again when shots are added)
 
 
 def encode_images(backend, images: list[np.ndarray], prep: Preprocessing) -> np.ndarray:
@@ -49,26 +53,50 @@ def encode_images(backend, images: list[np.ndarray], prep: Preprocessing) -> np.
 
 
 def fit_normal_shots(
-    backend, shots: list[np.ndarray], prep: Preprocessing, max_bank: int = DEFAULT_MAX_SIZE, seed: int = 0
+    backend,
+    shots: list[np.ndarray],
+    prep: Preprocessing,
+    max_bank: int = DEFAULT_MAX_SIZE,
+    seed: int = 0,
+    augmentation: str = DEFAULT_AUGMENTATION,
 ) -> FewShotFit:
-    """Normal RGB shots -> memory bank and threshold, without any anomalous image."""
+    """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
+    anomalous image."""
     if not shots:
         raise ValueError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
-    shot_features = encode_images(backend, shots, prep)
+    requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
+    views = [v for shot in shots for v in shot_views(shot, augmentation)]
+    n_views = len(views) // len(shots)
+    features = encode_images(backend, views, prep)
+    features = features.reshape(len(shots), n_views, *features.shape[1:])
 
-    def build_bank(features: np.ndarray) -> np.ndarray:
-        return build_memory_bank(features, max_bank, seed)
+    dim = features.shape[-1]
+    # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
+    # the leave-one-out banks included, is a union of ready parts: one small coreset per shot, not one per bank.
+    shot_banks = [
+        build_memory_bank(features[i].reshape(-1, dim), bank_limit(features[i].size // dim, n_views, max_bank), seed)
+        for i in range(len(shots))
+    ]
 
-    def decode_scores(features: np.ndarray, bank: np.ndarray) -> np.ndarray:
-        return backend.decode(features, bank)[1]
+    def bank_without(held_out: int | None) -> np.ndarray:
+        parts = [b for i, b in enumerate(shot_banks) if i != held_out]
+        return build_memory_bank(np.concatenate(parts), max_bank, seed)
+
+    def decode_scores(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
+        return backend.decode(query, bank)[1]
 
     if len(shots) == 1:
-        calibration = calibrate_single_shot(shot_features[0])
+        side = math.isqrt(features.shape[2])
+
+        def quadrant_bank(patches: np.ndarray) -> np.ndarray:
+            return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed)
+
+        calibration = calibrate_single_shot(features[0], patch_sources(side, augmentation), quadrant_bank)
     else:
-        calibration = calibrate_leave_one_out(shot_features, build_bank, decode_scores)
-    all_patches = shot_features.reshape(-1, shot_features.shape[-1])
-    return FewShotFit(shots, build_bank(all_patches), calibration, len(all_patches) > max_bank)
+        calibration = calibrate_leave_one_out(features[:, 0], bank_without, decode_scores)
+    bank = bank_without(None)
+    return FewShotFit(shots, bank, calibration, len(bank) < features.size // dim, augmentation, requested)
 
 
 def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
@@ -97,5 +125,7 @@ def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
         "size": int(fit.memory_bank.shape[0]),
         "shots": len(fit.shots),
         "coreset": fit.coreset,
+        "augmentation": fit.augmentation,
+        "augmentation_requested": fit.augmentation_requested,
     }
     return seal_bundle(root, manifest, roles)

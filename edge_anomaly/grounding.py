@@ -3,7 +3,9 @@
 ``facts(result)`` is the finding as the model reads it. ``check(text, result)``
 reads a generated sentence back and lists every way it disagrees with the
 finding: a defect claimed on a passed frame (or the reverse), a defect placed
-in the wrong grid cell, a number that is not one of the measured numbers.
+in the wrong grid cell (named in English, German, French or Spanish), a number
+that is not one of the measured numbers, a score or threshold quoted with the
+other's value.
 Callers regenerate or fall back to the template verdict when the list is not
 empty, and count how often that happens.
 """
@@ -19,10 +21,30 @@ if TYPE_CHECKING:
     from .inspector import InspectionResult
 
 LOCATIONS = sorted((w for row in GRID_WORDS for w in row), key=len, reverse=True)
+# The grid words in the other languages operators ask in; an answer that names a cell in words must name the right one.
+LOCALIZED = {
+    "de": {
+        "top left": "oben links", "top": "oben", "top right": "oben rechts", "left": "links",
+        "center": "in der Mitte", "right": "rechts", "bottom left": "unten links", "bottom": "unten",
+        "bottom right": "unten rechts",
+    },
+    "fr": {
+        "top left": "en haut à gauche", "top": "en haut", "top right": "en haut à droite", "left": "à gauche",
+        "center": "au centre", "right": "à droite", "bottom left": "en bas à gauche", "bottom": "en bas",
+        "bottom right": "en bas à droite",
+    },
+    "es": {
+        "top left": "arriba a la izquierda", "top": "arriba", "top right": "arriba a la derecha",
+        "left": "a la izquierda", "center": "en el centro", "right": "a la derecha",
+        "bottom left": "abajo a la izquierda", "bottom": "abajo", "bottom right": "abajo a la derecha",
+    },
+}  # fmt: skip
+_CELL_WORDS = {w: w for w in LOCATIONS} | {local: en for words in LOCALIZED.values() for en, local in words.items()}
 _DEFECT = re.compile(r"\b(defect\w*|anomal\w*|reject\w*|damage\w*|faulty|flaw\w*|scratch\w*|crack\w*)\b", re.I)
 _NEGATED = re.compile(r"\b(no|not|without|free of)\s+(\w+\s+){0,2}(defect\w*|anomal\w*|damage\w*|flaw\w*)", re.I)
 _NORMAL = re.compile(r"\b(normal|pass\w*|fine|good|ok|okay|accept\w*)\b", re.I)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?%?")
+_QUOTED = re.compile(r"\b(score|threshold)\s+(?:of\s+|is\s+|was\s+)?(\d+(?:\.\d+)?)", re.I)
 
 
 def facts(result: InspectionResult) -> str:
@@ -59,18 +81,35 @@ def check(text: str, result: InspectionResult) -> list[str]:
         problems.append("claims a defect on a frame that passed")
     if result.is_anomalous and claims_normal and not claims_defect:
         problems.append("calls an anomalous frame normal")
-    said = [w for w in LOCATIONS if re.search(rf"\b{w}\b", text, re.I)]
-    said = [w for w in said if not any(w != o and w in o for o in said)]  # "top" inside "top left"
+    said = cells_named(text)
     if not result.is_anomalous and said:
         problems.append(f"places something at the {said[0]} on a frame that passed")
-    if result.is_anomalous and said and result.regions[0].location not in said:
-        problems.append(f"places the defect at the {said[0]}, the decoder found it at the {result.regions[0].location}")
+    if result.is_anomalous and said:
+        main = result.regions[0].location
+        wrong = [w for w in said if w not in {r.location for r in result.regions}]
+        if wrong or main not in said:
+            problems.append(f"places the defect at the {(wrong or said)[0]}, the decoder found it at the {main}")
     if result.is_anomalous and not said:
         problems.append("does not say where the defect is")
     allowed = allowed_numbers(result)
     for number in _NUMBER.findall(text):
         if number not in allowed and number.rstrip("%") not in allowed:
             problems.append(f"quotes {number}, which was not measured")
+    for name, value in _QUOTED.findall(text):
+        measured = result.score if name.lower() == "score" else result.threshold
+        if value not in {f"{measured:.2f}", f"{measured:.1f}"}:
+            problems.append(f"calls {value} the {name.lower()}, which is {measured:.2f}")
     if ("above" in text.lower() and not result.is_anomalous) or ("below" in text.lower() and result.is_anomalous):
         problems.append("puts the score on the wrong side of the threshold")
     return problems
+
+
+def cells_named(text: str) -> list[str]:
+    """The grid cells a sentence names, in English or a localized word ("unten rechts" -> "bottom right")."""
+    found = [
+        (m.start(), m.end(), cell)
+        for words, cell in _CELL_WORDS.items()
+        for m in re.finditer(rf"(?<!\w){re.escape(words)}(?!\w)", text, re.I)
+    ]
+    inside = {(s, e) for s, e, _ in found for s2, e2, _ in found if (s2, e2) != (s, e) and s2 <= s and e <= e2}
+    return list(dict.fromkeys(cell for s, e, cell in sorted(found) if (s, e) not in inside))

@@ -112,16 +112,29 @@ class Inspector:
     def _narrator(self, llm: str):
         if llm == "none":
             return None
-        if llm == "auto":
-            models = self.bundle.files_of(fmt.ROLE_LLM)
-            if not models:
-                return None
-            path = models[0]
-        else:
-            path = Path(llm)
         from edge_anomaly.runtime.llm_verdicts import LazyVerdictModel
 
-        return LazyVerdictModel(path)
+        if llm != "auto":
+            return LazyVerdictModel(Path(llm))
+        models = self.bundle.files_of(fmt.ROLE_LLM)
+        if not models:
+            return None
+        adapters = self.bundle.files_of(fmt.ROLE_LLM_ADAPTER)
+        style = self.bundle.manifest.get("llm", {}).get("prompt")
+        return LazyVerdictModel(models[0], adapters[0] if adapters else None, style)
+
+    @property
+    def backend(self):
+        """The runtime backend running the bundle's graphs (``encode``, ``decode``)."""
+        return self._backend
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._prep
+
+    def decode_against(self, features: np.ndarray, bank: np.ndarray) -> np.ndarray:
+        """Anomaly maps ``[B x H x W]`` of patch features against any bank (zero-shot scoring uses other frames)."""
+        return self._backend.decode(features, np.ascontiguousarray(bank, dtype=np.float32))[0]
 
     @property
     def threshold(self) -> float:
@@ -138,7 +151,9 @@ class Inspector:
             raise InputError("add_normal_shots needs at least one image")
         if self._shots is None:
             self._shots = [read_image(p) for p in self.bundle.files_of(fmt.ROLE_SHOT)]
-        fit = fit_normal_shots(self._backend, self._shots + new, self._prep)
+        bank = self.bundle.manifest["memory_bank"]
+        augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
+        fit = fit_normal_shots(self._backend, self._shots + new, self._prep, augmentation=augmentation)
         self._shots = fit.shots
         self._memory_bank = fit.memory_bank
         self._calibration_threshold = fit.calibration.threshold

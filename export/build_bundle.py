@@ -19,6 +19,7 @@ from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_
 from edge_anomaly.images import list_images, read_image
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
 from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from edge_anomaly.shot_views import DEFAULT_AUGMENTATION
 
 from .onnx_export import DEFAULT_STAGES, build_graphs, export_onnx
 
@@ -45,6 +46,7 @@ def build_bundle(
     stages: tuple[int, ...] = DEFAULT_STAGES,
     seed: int = 0,
     max_bank: int = DEFAULT_MAX_SIZE,
+    augmentation: str = DEFAULT_AUGMENTATION,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``."""
     shot_paths = choose_shots(normal, shots, seed)
@@ -61,7 +63,7 @@ def build_bundle(
         prep = Preprocessing(
             image_size, tuple(graphs.manifest["input"]["mean"]), tuple(graphs.manifest["input"]["std"])
         )
-        fit = fit_normal_shots(backend, images, prep, max_bank, seed)
+        fit = fit_normal_shots(backend, images, prep, max_bank, seed, augmentation)
         manifest = {
             **graphs.manifest,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

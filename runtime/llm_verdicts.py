@@ -1,21 +1,23 @@
 """Verdicts and follow-up answers from a GGUF language model, held to the decoder's finding.
 
-The bundled default, Gemma 3 270M, is a *base* model: it completes text and
-follows examples, it does not follow instructions. So the prompt is a page of
-inspection reports (facts, then the verdict) and the model writes the next
-verdict. Each sentence is checked against the finding
-(``edge_anomaly.grounding.check``). A sentence that disagrees is generated
-again with its opening written for the model from the decoder's decision and
-location; if that still disagrees, the template verdict is used. ``counts``
-records how often each path was taken.
+The bundled default, Gemma 3 270M, is a *base* model. It comes with a LoRA
+adapter trained on the decoder's own findings
+(``edge_anomaly.export.verdict_tuning``), which llama.cpp applies at load time,
+and reads the short tuned prompt; any other model reads a page of worked
+examples instead (``verdict_prompts``). Each sentence is checked against the
+finding (``edge_anomaly.grounding.check``). A sentence that disagrees is
+generated again with its opening written for the model from the decoder's
+decision and location; if that still disagrees, the template verdict is used.
+``counts`` records how often each path was taken.
 
->>> model = LlamaVerdictModel("bundle/llm.gguf")
+>>> model = LlamaVerdictModel("bundle/llm.gguf", adapter="bundle/llm-lora.gguf")
 >>> model.verdict(result)                  # 'The bottle is defective: 1 anomalous region at the top left ...'
 >>> model.ask(result, [], "How large is it?")
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -24,54 +26,13 @@ from pathlib import Path
 
 from edge_anomaly.errors import BackendError
 from edge_anomaly.findings import size_words
-from edge_anomaly.grounding import LOCATIONS, check, facts
+from edge_anomaly.grounding import check
 from edge_anomaly.inspector import InspectionResult
 from edge_anomaly.verdicts import template_verdict
 
-VERDICT_EXAMPLES = (
-    (
-        "Object: screw. Score 0.41, threshold 0.55. Decision: normal. Regions: none.",
-        "The screw looks normal (score 0.41, below the threshold 0.55); pass it.",
-    ),
-    (
-        "Object: cable. Score 1.31, threshold 0.90. Decision: anomalous. Regions: 2. Main region: bottom right, "
-        "medium, 4.0% of the image.",
-        "The cable is defective: 2 anomalous regions, the main one at the bottom right covering 4.0% of the image "
-        "(score 1.31, above the threshold 0.90); reject it.",
-    ),
-    (
-        "Object: tile. Score 0.22, threshold 0.64. Decision: normal. Regions: none.",
-        "The tile looks normal (score 0.22, below the threshold 0.64); pass it.",
-    ),
-    (
-        "Object: hazelnut. Score 0.97, threshold 0.62. Decision: anomalous. Regions: 1. Main region: top left, "
-        "small, 1.2% of the image.",
-        "The hazelnut is defective: 1 anomalous region at the top left covering 1.2% of the image "
-        "(score 0.97, above the threshold 0.62); reject it.",
-    ),
-)
-ANSWER_EXAMPLES = (
-    (
-        "Object: cable. Score 1.31, threshold 0.90. Decision: anomalous. Regions: 2. Main region: bottom right, "
-        "medium, 4.0% of the image.",
-        "How large is it?",
-        "The main defect covers 4.0% of the image, a medium one.",
-    ),
-    (
-        "Object: screw. Score 0.41, threshold 0.55. Decision: normal. Regions: none.",
-        "Where is the defect?",
-        "There is no defect: the screw passed (score 0.41, below the threshold 0.55).",
-    ),
-    (
-        "Object: hazelnut. Score 0.97, threshold 0.62. Decision: anomalous. Regions: 1. Main region: top left, "
-        "small, 1.2% of the image.",
-        "Wo ist der Fehler?",
-        "Der Fehler ist oben links (top left).",
-    ),
-)
-HEADER = "Inspection reports. Each verdict states only the facts above it."
+from .verdict_prompts import FEW_SHOT, STYLES, TUNED, answer_prompt, verdict_prompt
+
 MAX_TOKENS = 64
-HISTORY_TURNS = 3  # follow-up answers keep the last few turns: bounded context
 
 
 @dataclass(frozen=True)
@@ -86,19 +47,42 @@ class LlamaVerdictModel:
 
     name = "llm"
 
-    def __init__(self, gguf: str | Path, n_ctx: int = 2048, threads: int = 0) -> None:
-        """``threads=0``: all cores but one, which stays with the frame loop (on 2 cores, with the model on
-        1 thread at lower priority, the stream's frame p99 stayed within 1.1x of an idle model's)."""
+    def __init__(
+        self,
+        gguf: str | Path,
+        adapter: str | Path | None = None,
+        style: str | None = None,
+        n_ctx: int = 2048,
+        threads: int = 0,
+    ) -> None:
+        """``adapter``: a GGUF LoRA file applied to ``gguf``. ``style``: the prompt format, by default
+        ``tuned`` with an adapter and ``few-shot`` without. ``threads=0``: all cores but one, which stays
+        with the frame loop (on 2 cores, with the model on 1 thread at lower priority, the stream's frame
+        p99 stayed within 1.1x of an idle model's)."""
         try:
             from llama_cpp import Llama
         except ImportError:
             raise BackendError(
                 "verdicts from a language model need llama-cpp-python: pip install llama-cpp-python"
             ) from None
-        if not Path(gguf).is_file():
-            raise BackendError(f"language model {gguf} does not exist")
+        for path in (gguf, adapter):
+            if path is not None and not Path(path).is_file():
+                raise BackendError(f"language model file {path} does not exist")
+        self.style = style or (TUNED if adapter else FEW_SHOT)
+        if self.style not in STYLES:
+            raise BackendError(f"unknown prompt style {self.style!r}: expected one of {STYLES}")
         self.threads = threads or max(1, len(os.sched_getaffinity(0)) - 1)
-        self._llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=self.threads, verbose=False)
+        try:
+            with _native_stderr_silenced():
+                self._llm = Llama(
+                    model_path=str(gguf),
+                    lora_path=str(adapter) if adapter else None,
+                    n_ctx=n_ctx,
+                    n_threads=self.threads,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as e:
+            raise BackendError(f"llama.cpp could not load {gguf} (adapter {adapter}): {e}") from None
         self._lock = threading.Lock()
         self.counts = {"faithful": 0, "steered": 0, "template": 0, "answers": 0, "answer_fallbacks": 0}
 
@@ -107,7 +91,7 @@ class LlamaVerdictModel:
 
     def generate(self, result: InspectionResult) -> VerdictTrace:
         """The verdict, with the unchecked first sentence and the path taken (for measuring the guard)."""
-        prompt = self._verdict_prompt(result)
+        prompt = verdict_prompt(result, self.style)
         first = self._complete(prompt)
         if not check(first, result):
             self.counts["faithful"] += 1
@@ -122,10 +106,7 @@ class LlamaVerdictModel:
 
     def ask(self, result: InspectionResult, history: list[tuple[str, str]], question: str) -> str:
         """Answer a follow-up about the finding; an answer that contradicts it is replaced by the facts."""
-        pages = [f"Facts: {f}\nQ: {q}\nA: {a}\n" for f, q, a in ANSWER_EXAMPLES]
-        turns = "".join(f"Q: {q}\nA: {a}\n" for q, a in history[-HISTORY_TURNS:])
-        prompt = "\n".join(pages) + f"\nFacts: {facts(result)}\n{turns}Q: {question.strip()}\nA:"
-        text = self._complete(prompt)
+        text = self._complete(answer_prompt(result, history, question, self.style))
         self.counts["answers"] += 1
         if _answer_contradicts(text, result):
             self.counts["answer_fallbacks"] += 1
@@ -152,14 +133,24 @@ class LlamaVerdictModel:
             "generation_tokens_per_s": round(count / gen_s, 1),
         }
 
-    def _verdict_prompt(self, result: InspectionResult) -> str:
-        pages = "".join(f"Facts: {f}\nVerdict: {v}\n\n" for f, v in VERDICT_EXAMPLES)
-        return f"{HEADER}\n\n{pages}Facts: {facts(result)}\nVerdict:"
-
     def _complete(self, prompt: str) -> str:
         with self._lock:
             out = self._llm(prompt, max_tokens=MAX_TOKENS, temperature=0.0, stop=["\n"])
         return out["choices"][0]["text"].strip()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """llama.cpp prints notes from C while it loads (a line per adapter tensor); keep the operator's console
+    readable. A failed load still raises, with llama-cpp-python's message."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _opening(result: InspectionResult) -> str:
@@ -174,10 +165,7 @@ def _answer_contradicts(text: str, result: InspectionResult) -> bool:
     """An answer may skip the decision, but must not misplace the defect or invent numbers."""
     problems = check(text, result)
     tolerated = ("does not report the defect", "does not say where the defect is")
-    if not text or any(p not in tolerated for p in problems):
-        return True
-    said_location = any(w in text.lower() for w in LOCATIONS)
-    return said_location and not result.is_anomalous
+    return not text or any(p not in tolerated for p in problems)
 
 
 class LazyVerdictModel:
@@ -185,8 +173,8 @@ class LazyVerdictModel:
 
     name = "llm"
 
-    def __init__(self, gguf: Path) -> None:
-        self.gguf = gguf
+    def __init__(self, gguf: Path, adapter: Path | None = None, style: str | None = None) -> None:
+        self.gguf, self.adapter, self.style = gguf, adapter, style
         self._model: LlamaVerdictModel | None = None
         self._lock = threading.Lock()
 
@@ -194,7 +182,7 @@ class LazyVerdictModel:
     def model(self) -> LlamaVerdictModel:
         with self._lock:
             if self._model is None:
-                self._model = LlamaVerdictModel(self.gguf)
+                self._model = LlamaVerdictModel(self.gguf, self.adapter, self.style)
             return self._model
 
     def verdict(self, result: InspectionResult) -> str:

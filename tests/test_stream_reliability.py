@@ -127,6 +127,24 @@ def test_frame_loop_keeps_going_while_the_model_thinks(inspector, line_frames):
     assert progress["verdict"] - progress["event_closed"] >= 10
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="thread scheduling policies are Linux-only")
+def test_the_model_runs_below_the_frame_loop(inspector, line_frames):
+    """The verdict model's thread is SCHED_IDLE (or niced where that is refused); the loop's is not."""
+
+    class Probe:
+        name = "probe"
+        seen: list[tuple[int, int]] = []
+
+        def verdict(self, result):
+            tid = threading.get_native_id()
+            self.seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
+            return "The part is anomalous at the center."
+
+    list(inspector.stream(IterableSource(line_frames), provider=Probe(), gate=_gate()))
+    assert Probe.seen and all(policy == os.SCHED_IDLE or nice >= 10 for policy, nice in Probe.seen)
+    assert os.sched_getscheduler(threading.get_native_id()) != os.SCHED_IDLE
+
+
 def test_source_that_raises_mid_stream_stops_cleanly(inspector, line_frames):
     def frames():
         yield from line_frames[:5]
@@ -208,7 +226,7 @@ def test_long_stream_keeps_memory_flat(bundle_dir, line_frames):
     """3,000 frames here (benchmarks/soak.py runs tens of thousands): RSS after warm-up stays put."""
     from edge_anomaly import Inspector
 
-    small = [cv2.resize(f, (96, 96)) for f in line_frames]
+    small = [cv2.resize(f, (128, 128)) for f in line_frames]  # the bundle's own input size
     insp = Inspector.load(bundle_dir, backend="onnxruntime-cpu")
     marks = {}
 

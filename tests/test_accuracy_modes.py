@@ -1,0 +1,88 @@
+"""Accuracy modes beyond plain shots: dihedral shot views and zero-shot mutual scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_anomaly.evaluation import load_test_set
+from edge_anomaly.few_shot import fit_normal_shots
+from edge_anomaly.images import list_images, read_image
+from edge_anomaly.metrics import image_auroc
+from edge_anomaly.shot_views import AUTO_MAX_SHOTS, bank_limit, patch_sources, resolve_augmentation, shot_views
+from edge_anomaly.zero_shot import MIN_FRAMES, ZeroShotInspector, mutual_results
+
+
+def test_views_and_patch_sources_agree():
+    """Each 8x8 block of a view shows the shot patch that ``patch_sources`` names, for all 8 views."""
+    side, cell = 4, 8
+    image = np.kron(np.arange(side * side).reshape(side, side), np.ones((cell, cell))).astype(np.uint8)
+    views = shot_views(np.dstack([image] * 3), "dihedral")
+    sources = patch_sources(side, "dihedral")
+    assert len(views) == 8 and np.array_equal(views[0][..., 0], image)
+    for view, source in zip(views, sources):
+        assert np.array_equal(view[::cell, ::cell, 0].ravel(), source)
+    assert len({tuple(s) for s in sources}) == 8  # eight different views
+    assert shot_views(image, "none")[0] is image and patch_sources(side, "none").shape == (1, side * side)
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        shot_views(image, "rotate")
+
+
+def test_auto_turns_views_on_for_few_shots_only():
+    assert resolve_augmentation("auto", 1) == resolve_augmentation("auto", AUTO_MAX_SHOTS) == "dihedral"
+    assert resolve_augmentation("auto", AUTO_MAX_SHOTS + 1) == "none"
+    assert resolve_augmentation("none", 1) == "none" and resolve_augmentation("dihedral", 9) == "dihedral"
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        resolve_augmentation("flip", 1)
+
+
+def test_dihedral_bank_stays_small_and_covers_turned_parts(inspector, synth_root):
+    shot = read_image(list_images(synth_root / "gravel" / "train" / "good")[0])
+    prep, backend = inspector.preprocessing, inspector.backend
+    plain = fit_normal_shots(backend, [shot], prep, augmentation="none")
+    turned = fit_normal_shots(backend, [shot], prep, augmentation="dihedral")
+    patches = len(plain.memory_bank)
+    assert len(turned.memory_bank) == bank_limit(8 * patches, 8, 8192) == 2 * patches
+    assert turned.augmentation == "dihedral" and turned.coreset
+    other = read_image(list_images(synth_root / "gravel" / "train" / "good")[1])
+    quarter_turn = np.ascontiguousarray(np.rot90(other))
+    features = backend.encode(prep.batch([quarter_turn]))
+    score_plain = backend.decode(features, plain.memory_bank)[1][0]
+    score_turned = backend.decode(features, turned.memory_bank)[1][0]
+    assert score_turned < score_plain  # the turned views cover a turned part
+    assert np.isfinite(turned.calibration.threshold) and turned.calibration.threshold > 0
+
+
+def test_zero_shot_batch_ranks_defects_above_normals_without_any_shot(inspector, synth_root):
+    items = load_test_set(synth_root / "fabric")
+    results = mutual_results(inspector, [it.path for it in items])
+    labels = np.array([it.is_anomalous for it in items])
+    scores = np.array([r.score for r in results])
+    assert image_auroc(labels, scores) > 0.8
+    assert len({r.threshold for r in results}) == 1  # one outlier threshold for the batch
+    flagged = [r for r in results if r.is_anomalous]
+    assert all(r.regions for r in flagged)
+
+
+def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
+    goods = list_images(synth_root / "fabric" / "test" / "good") + list_images(synth_root / "fabric" / "train" / "good")
+    defects = [it.path for it in load_test_set(synth_root / "fabric") if it.is_anomalous]
+    zero = ZeroShotInspector(inspector, window=16)
+    warmup = [zero.inspect(p) for p in goods[:MIN_FRAMES]]
+    assert not any(r.is_anomalous for r in warmup) and zero.ready
+    normal = [zero.inspect(p) for p in goods[MIN_FRAMES:]]
+    defect_results = [zero.inspect(p) for p in defects]
+    normal_median = np.median([r.score for r in normal])
+    assert np.median([r.score for r in defect_results]) > normal_median
+    assert sum(r.is_anomalous for r in defect_results) > sum(r.is_anomalous for r in normal)
+    unflagged = sum(not r.is_anomalous for r in warmup + normal + defect_results)
+    assert zero.reference_frames == min(16, unflagged)  # flagged frames never become the reference
+
+
+def test_eval_with_zero_shots_scores_the_test_set_against_itself(synth_root):
+    from edge_anomaly.evaluation import evaluate_category
+    from edge_anomaly.zero_shot import METHOD
+
+    report = evaluate_category(synth_root / "fabric", shots=0, image_size=128, progress=False)
+    assert report["shots"] == 0 and report["threshold_method"] == METHOD
+    assert report["image_auroc"] > 0.8 and report["pixel_auroc"] > 0.8
