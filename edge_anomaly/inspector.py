@@ -194,7 +194,7 @@ class Inspector:
         per = 1000.0 / len(frames)
         latency = {"preprocess": (t1 - t0) * per, "encoder": (t2 - t1) * per, "decoder": (t3 - t2) * per}
         return [
-            self._result(rgb, m, float(s), f if isinstance(f, (str, Path)) else None, latency)
+            self.finding(rgb, m, float(s), f if isinstance(f, (str, Path)) else None, latency)
             for rgb, m, s, f in zip(rgbs, maps, scores, frames)
         ]
 
@@ -207,10 +207,20 @@ class Inspector:
 
         return stream(self, source, on_event, **options)
 
-    def _result(self, rgb: np.ndarray, input_map: np.ndarray, score: float, source, latency: dict) -> InspectionResult:
+    def finding(
+        self,
+        rgb: np.ndarray,
+        input_map: np.ndarray,
+        score: float,
+        source=None,
+        latency: dict | None = None,
+        threshold: float | None = None,
+    ) -> InspectionResult:
+        """A frame's result from its anomaly map and score, against ``threshold`` (default: the bundle's;
+        zero-shot scoring brings its own)."""
         start = time.perf_counter()
         h, w = rgb.shape[:2]
-        threshold = self.threshold
+        threshold = self.threshold if threshold is None else threshold
         regions = find_regions(input_map, threshold, (w, h)) if score >= threshold else []
         full_map = (
             input_map if input_map.shape == (h, w) else cv2.resize(input_map, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -224,6 +234,6 @@ class Inspector:
             regions=tuple(regions),
             object_name=self.bundle.object_name,
             source=str(source) if source is not None else None,
-            latency_ms={**latency, "findings": findings_ms},
+            latency_ms={**(latency or {}), "findings": findings_ms},
             narrator=self.narrator,
         )

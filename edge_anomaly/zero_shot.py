@@ -30,7 +30,6 @@ import numpy as np
 
 from .errors import InputError
 from .few_shot import encode_images
-from .findings import find_regions
 from .images import ImageLike, as_rgb
 from .inspector import InspectionResult, Inspector
 
@@ -74,7 +73,7 @@ def mutual_results(
     scores = [float(m.max()) for m in maps]
     threshold = outlier_threshold(scores)
     return [
-        _result(inspector, rgb, m, s, threshold, f if isinstance(f, (str, Path)) else None)
+        inspector.finding(rgb, m, s, f if isinstance(f, (str, Path)) else None, threshold=threshold)
         for rgb, m, s, f in zip(rgbs, maps, scores, frames)
     ]
 
@@ -110,13 +109,13 @@ class ZeroShotInspector:
         if not self.ready:
             self._window.append(features[0])
             blank = np.zeros(rgb.shape[:2], np.float32)
-            return _result(self.inspector, rgb, blank, 0.0, math.inf, source)
+            return self.inspector.finding(rgb, blank, 0.0, source, threshold=math.inf)
         keep = max(1, math.ceil(self.fraction * len(self._window)))
         maps = np.stack([self.inspector.decode_against(features, bank)[0] for bank in self._window])
         anomaly_map = np.sort(maps, axis=0)[:keep].mean(axis=0)
         score = float(anomaly_map.max())
         threshold = outlier_threshold(self._scores) if len(self._scores) >= MIN_FRAMES else math.inf
-        result = _result(self.inspector, rgb, anomaly_map, score, threshold, source)
+        result = self.inspector.finding(rgb, anomaly_map, score, source, threshold=threshold)
         if not result.is_anomalous:
             self._window.append(features[0])
             self._scores.append(score)
@@ -127,23 +126,3 @@ class ZeroShotInspector:
         from edge_anomaly.runtime.stream import stream
 
         return stream(self, source, on_event, **options)
-
-
-def _result(
-    inspector: Inspector, rgb: np.ndarray, input_map: np.ndarray, score: float, threshold: float, source
-) -> InspectionResult:
-    import cv2
-
-    h, w = rgb.shape[:2]
-    anomalous = score >= threshold
-    full_map = input_map if input_map.shape == (h, w) else cv2.resize(input_map, (w, h))
-    return InspectionResult(
-        score=score,
-        threshold=threshold,
-        is_anomalous=anomalous,
-        anomaly_map=full_map.astype(np.float32),
-        regions=tuple(find_regions(input_map, threshold, (w, h))) if anomalous else (),
-        object_name=inspector.bundle.object_name,
-        source=str(source) if source is not None else None,
-        narrator=inspector.narrator,
-    )
