@@ -44,6 +44,7 @@ _DEFECT = re.compile(r"\b(defect\w*|anomal\w*|reject\w*|damage\w*|faulty|flaw\w*
 _NEGATED = re.compile(r"\b(no|not|without|free of)\s+(\w+\s+){0,2}(defect\w*|anomal\w*|damage\w*|flaw\w*)", re.I)
 _NORMAL = re.compile(r"\b(normal|pass\w*|fine|good|ok|okay|accept\w*)\b", re.I)
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?%?")
+ANSWER_MAY_OMIT = ("does not report the defect", "does not say where the defect is")
 _QUOTED = re.compile(r"\b(score|threshold)\s+(?:of\s+|is\s+|was\s+)?(\d+(?:\.\d+)?)", re.I)
 
 
@@ -102,6 +103,12 @@ def check(text: str, result: InspectionResult) -> list[str]:
     if ("above" in text.lower() and not result.is_anomalous) or ("below" in text.lower() and result.is_anomalous):
         problems.append("puts the score on the wrong side of the threshold")
     return problems
+
+
+def check_answer(text: str, result: InspectionResult) -> list[str]:
+    """``check`` for a follow-up answer: it answers one question, so it may leave out the decision or the
+    location, but must not contradict either, nor invent numbers."""
+    return [p for p in check(text, result) if p not in ANSWER_MAY_OMIT]
 
 
 def cells_named(text: str) -> list[str]:

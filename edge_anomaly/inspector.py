@@ -132,10 +132,6 @@ class Inspector:
     def preprocessing(self) -> Preprocessing:
         return self._prep
 
-    def decode_against(self, features: np.ndarray, bank: np.ndarray) -> np.ndarray:
-        """Anomaly maps ``[B x H x W]`` of patch features against any bank (zero-shot scoring uses other frames)."""
-        return self._backend.decode(features, np.ascontiguousarray(bank, dtype=np.float32))[0]
-
     @property
     def threshold(self) -> float:
         return self._threshold_override if self._threshold_override is not None else self._calibration_threshold

@@ -49,7 +49,7 @@ def mutual_maps(inspector: Inspector, features: np.ndarray, fraction: float = FR
     out = []
     for start in range(0, count, DECODE_BATCH):
         queries = features[start : start + DECODE_BATCH]
-        stack = np.stack([inspector.decode_against(queries, features[j]) for j in range(count)])  # [B x b x H x W]
+        stack = np.stack([inspector.backend.decode(queries, features[j])[0] for j in range(count)])  # [B x b x H x W]
         for k in range(len(queries)):
             stack[start + k, k] = np.inf  # a frame is not its own reference
         out.append(np.sort(stack, axis=0)[:keep].mean(axis=0))
@@ -111,7 +111,7 @@ class ZeroShotInspector:
             blank = np.zeros(rgb.shape[:2], np.float32)
             return self.inspector.finding(rgb, blank, 0.0, source, threshold=math.inf)
         keep = max(1, math.ceil(self.fraction * len(self._window)))
-        maps = np.stack([self.inspector.decode_against(features, bank)[0] for bank in self._window])
+        maps = np.stack([self.inspector.backend.decode(features, bank)[0][0] for bank in self._window])
         anomaly_map = np.sort(maps, axis=0)[:keep].mean(axis=0)
         score = float(anomaly_map.max())
         threshold = outlier_threshold(self._scores) if len(self._scores) >= MIN_FRAMES else math.inf

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge_anomaly.findings import size_words
-from edge_anomaly.grounding import LOCALIZED, check
+from edge_anomaly.grounding import LOCALIZED, check, check_answer
 from edge_anomaly.inspector import InspectionResult
 from edge_anomaly.runtime.verdict_prompts import HISTORY_TURNS, answer_prompt, verdict_prompt
 
@@ -139,7 +139,7 @@ def _question_and_answer(result: InspectionResult, rng: random.Random) -> Pair:
     language = rng.choices(("en", "de", "fr", "es"), weights=(7, 1, 1, 1))[0]
     kind = rng.choice([k for lang, k in QUESTIONS if lang == language])
     answer = answer_text(result, kind, language, rng)
-    problems = [p for p in check(answer, result) if not p.startswith(("does not report", "does not say where"))]
+    problems = check_answer(answer, result)
     if problems:
         raise AssertionError(f"unfaithful training answer {answer!r}: {problems}")
     return rng.choice(QUESTIONS[language, kind]), answer

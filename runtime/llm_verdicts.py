@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edge_anomaly.errors import BackendError
 from edge_anomaly.findings import size_words
-from edge_anomaly.grounding import check
+from edge_anomaly.grounding import check, check_answer
 from edge_anomaly.inspector import InspectionResult
 from edge_anomaly.verdicts import template_verdict
 
@@ -163,9 +163,7 @@ def _opening(result: InspectionResult) -> str:
 
 def _answer_contradicts(text: str, result: InspectionResult) -> bool:
     """An answer may skip the decision, but must not misplace the defect or invent numbers."""
-    problems = check(text, result)
-    tolerated = ("does not report the defect", "does not say where the defect is")
-    return not text or any(p not in tolerated for p in problems)
+    return not text or bool(check_answer(text, result))
 
 
 class LazyVerdictModel:
