@@ -60,7 +60,7 @@ setup(
     },
     package_data={
         "edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"],
-        "edge_anomaly.export": ["assets/*.gguf", "assets/*.json"],
+        "edge_anomaly.export": ["assets/*.gguf", "assets/*.json", "assets/*.npz"],
     },
     install_requires=CORE,
     extras_require={

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--encoder", default="lite0")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
+    parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
     args = parser.parse_args(argv)
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress=False,
                         overlays=overlays,
                         augmentation=args.augment,
+                        head_weight=args.head_weight,
                     )
                 )
                 print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)

@@ -15,6 +15,7 @@ fp32 as its authors run it, and every configuration gets ``speedup_vs_baseline``
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -32,8 +33,8 @@ DISTINCT_FRAMES = 20  # 10% of them carry a defect
 STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
 
 
-def build(normal: Path, out: Path, shots: int, size: int) -> None:
-    """Export in a child process (torch loads there, not here)."""
+def build(normal: Path, out: Path, shots: int, size: int, head_weight: float | None) -> None:
+    """Export in a child process (torch loads there, not here); ``head_weight`` None: the default."""
     cmd = [
         sys.executable,
         "-m",
@@ -47,6 +48,7 @@ def build(normal: Path, out: Path, shots: int, size: int) -> None:
         str(size),
         "--out",
         str(out),
+        *(["--head-weight", str(head_weight)] if head_weight is not None else []),
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
 
@@ -144,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=int, default=480, help="camera frame side before resizing")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--head-weights",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="text-free head shares to compare (default: the export's)",
+    )
     parser.add_argument("--engine", choices=["full", "rtx"], help="build TensorRT engines into each bundle first")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
     parser.add_argument("--baseline-frames", type=int, default=20, help="frames for PatchCore-WRN50 (0: skip it)")
@@ -166,21 +175,29 @@ def main(argv: list[str] | None = None) -> int:
             / "train"
             / "good"
         )
-        inspectors, rss = {}, {}
+        inspectors, rss, heads = {}, {}, {}
         for size in args.image_size:
-            for shots in args.shots:
-                bundle = Path(work) / f"bundle-{size}-{shots}"
-                build(normal, bundle, shots, size)
+            for shots, head in itertools.product(args.shots, args.head_weights):
+                key = (size, shots, head)
+                bundle = Path(work) / f"bundle-{size}-{shots}-{head}"
+                build(normal, bundle, shots, size, head)
                 if args.engine:
                     from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
 
                     build_engines(bundle, args.engine, EngineOptions(precision=args.precision))
-                inspectors[(size, shots)] = Inspector.load(bundle, backend=args.backend)
-                rss[(size, shots)] = runtime_rss_mb(bundle, args.backend, args.frame_size)
+                inspectors[key] = Inspector.load(bundle, backend=args.backend)
+                rss[key] = runtime_rss_mb(bundle, args.backend, args.frame_size)
+                heads[key] = inspectors[key].bundle.manifest["decoder"].get("text_free_head")
         timings = time_inspect(inspectors, frames, args.warmup, args.rounds)
     runs = [
-        {"image_size": size, "shots": shots, "runtime_peak_rss_mb": rss[(size, shots)], **timings[(size, shots)]}
-        for size, shots in inspectors
+        {
+            "image_size": size,
+            "shots": shots,
+            "text_free_head": heads[(size, shots, head)],
+            "runtime_peak_rss_mb": rss[(size, shots, head)],
+            **timings[(size, shots, head)],
+        }
+        for size, shots, head in inspectors
     ]
     if args.baseline_frames:
         for run in runs:
@@ -191,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         print(
             json.dumps(
-                {"size": run["image_size"], "shots": run["shots"], "fps": run["frames_per_second"]}
+                {"size": run["image_size"], "shots": run["shots"], "head": bool(run["text_free_head"])}
+                | {"fps": run["frames_per_second"]}
                 | run["latency_ms"]["total"]
             )
         )

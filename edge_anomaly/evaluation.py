@@ -75,6 +75,7 @@ def evaluate_category(
     progress: bool = True,
     overlays: Path | None = None,
     augmentation: str = DEFAULT_AUGMENTATION,
+    head_weight: float | None = None,
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
 
@@ -95,6 +96,7 @@ def evaluate_category(
             encoder,
             seed=seed,
             augmentation=augmentation,
+            head_weight=head_weight,
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
@@ -124,6 +126,7 @@ def evaluate_category(
         "image_size": image_size,
         "encoder": encoder,
         "augmentation": augmentation,
+        "text_free_head": bundle.manifest["decoder"].get("text_free_head"),
         "backend": inspector.backend_name,
         "threshold": float(np.median(thresholds)),
         "threshold_method": ZERO_SHOT_METHOD if shots == 0 else bundle.manifest["threshold"]["method"],

@@ -47,11 +47,13 @@ def build_bundle(
     seed: int = 0,
     max_bank: int = DEFAULT_MAX_SIZE,
     augmentation: str = DEFAULT_AUGMENTATION,
+    head_weight: float | None = None,
 ) -> Bundle:
-    """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``."""
+    """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
+    ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default)."""
     shot_paths = choose_shots(normal, shots, seed)
     images = [read_image(p) for p in shot_paths]
-    graphs = build_graphs(encoder, image_size, stages)
+    graphs = build_graphs(encoder, image_size, stages, head_weight)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")

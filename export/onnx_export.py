@@ -13,6 +13,8 @@ from edge_anomaly import bundle_format as fmt
 from .efficientnet_lite import load_efficientnet_lite
 from .encoders import resolve_encoder
 from .patch_model import NearestNeighbourDecoder, PatchEncoder, grid_for
+from .text_free_head import ASSET as HEAD_ASSET
+from .text_free_head import HEAD_WEIGHT, file_sha256, load_head
 
 OPSET = 17
 DEFAULT_STAGES = (2, 4)  # strides 8 and 16
@@ -32,15 +34,30 @@ class DetectorGraphs:
 
 
 def build_graphs(
-    encoder: str = "lite0", image_size: int = 256, stages: tuple[int, ...] = DEFAULT_STAGES
+    encoder: str = "lite0",
+    image_size: int = 256,
+    stages: tuple[int, ...] = DEFAULT_STAGES,
+    head_weight: float | None = None,
 ) -> DetectorGraphs:
-    """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64)."""
+    """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
+
+    ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
+    ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages), else none."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
+    head_fits = encoder == "lite0" and tuple(sorted(stages)) == DEFAULT_STAGES
+    if head_weight is None:
+        head_weight = HEAD_WEIGHT if head_fits else 0.0
+    if head_weight < 0 or (head_weight and not head_fits):
+        raise ValueError(
+            f"head weight must be >= 0 and needs the lite0 encoder with stages {DEFAULT_STAGES}, "
+            f"got {head_weight} with {encoder} stages {stages}"
+        )
     patch_encoder = PatchEncoder(load_efficientnet_lite(source.checkpoint), stages).eval()
     grid = grid_for(image_size, patch_encoder.stride)
-    decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA).eval()
+    head = load_head(HEAD_ASSET) if head_weight else None
+    decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight).eval()
     manifest = {
         "input": {
             "size": image_size,
@@ -63,6 +80,13 @@ def build_graphs(
             "kind": "nearest-neighbour distance to the memory bank",
             "smoothing_sigma": SIGMA,
             "score": "maximum of the smoothed anomaly map",
+            "text_free_head": {
+                "weight": head_weight,
+                "weights_sha256": file_sha256(HEAD_ASSET),
+                "method": "abnormal probability from learned prototypes, added to the patch distance",
+            }
+            if head_weight
+            else None,
         },
         "onnx": {"opset": OPSET, "dynamic_axes": ["batch", "memory_bank_size"]},
         "precision": "fp32",

@@ -62,12 +62,25 @@ class NearestNeighbourDecoder(nn.Module):
     separable Gaussian; the image score is the map's maximum, so an image is
     anomalous exactly when some pixel of its map exceeds the threshold.
 
+    With a ``head`` (``text_free_head``), its abnormal probability times
+    ``head_weight`` is added to each patch's distance before upsampling: the
+    trained map sharpens the few-shot one, as in AnomalyGPT.
+
     Inputs: ``features [B x N x D]``, ``memory_bank [M x D]`` (M dynamic).
     Outputs: ``anomaly_map [B x H x W]``, ``score [B]``.
     """
 
-    def __init__(self, grid: tuple[int, int], image_size: tuple[int, int], sigma: float = 4.0) -> None:
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        image_size: tuple[int, int],
+        sigma: float = 4.0,
+        head: nn.Module | None = None,
+        head_weight: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.head = head if head_weight else None
+        self.head_weight = head_weight
         self.grid = grid
         self.image_size = image_size
         k = gaussian_kernel(sigma)
@@ -76,11 +89,21 @@ class NearestNeighbourDecoder(nn.Module):
         self.radius = (k.numel() - 1) // 2
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        patch_scores = self.patch_distances(features, memory_bank)
+        if self.head is not None:
+            patch_scores = patch_scores + self.head_weight * self.head(features)
+        return self.image_map(patch_scores)
+
+    def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
+        """``[B x N]``: each patch's distance to its nearest normal patch."""
         f_sq = (features * features).sum(-1, keepdim=True)
         m_sq = (memory_bank * memory_bank).sum(-1)
         d_sq = f_sq - 2.0 * torch.matmul(features, memory_bank.t()) + m_sq
-        patch = torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
-        patch = patch.view(-1, 1, self.grid[0], self.grid[1])
+        return torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
+
+    def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch scores ``[B x N]`` -> smoothed map at input size ``[B x H x W]`` and its maximum ``[B]``."""
+        patch = patch_scores.view(-1, 1, self.grid[0], self.grid[1])
         pixel = F.interpolate(patch, size=self.image_size, mode="bilinear", align_corners=False)
         r = self.radius
         pixel = F.conv2d(F.pad(pixel, (r, r, 0, 0), mode="reflect"), self.kernel_x)

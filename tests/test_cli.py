@@ -70,6 +70,14 @@ def test_export_creates_missing_parent_folders(synth_root, tmp_path):
     assert main(["export", "--normal", str(normal), "--shots", "1", "--image-size", "64", "--out", str(out)]) == 0
     assert (out / "manifest.json").is_file()
     assert [p.name for p in out.parent.iterdir()] == ["there"]  # no staging folder left behind
+    assert json.loads((out / "manifest.json").read_text())["decoder"]["text_free_head"]["weight"] == 0.25
+
+
+def test_export_without_the_text_free_head(synth_root, tmp_path):
+    normal, out = synth_root / "gravel" / "train" / "good", tmp_path / "plain"
+    args = ["export", "--normal", str(normal), "--shots", "1", "--image-size", "64", "--head-weight", "0"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["decoder"]["text_free_head"] is None
 
 
 def test_export_of_an_empty_folder_fails_clearly(tmp_path, capsys):

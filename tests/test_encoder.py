@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -73,7 +74,7 @@ def test_onnx_graphs_match_torch(tmp_path):
 
 
 def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
-    graphs = build_graphs("lite0", 64)
+    graphs = build_graphs("lite0", 64, head_weight=0.0)
     _, decoder_path = export_onnx(graphs, tmp_path)
     decoder = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
     dim = graphs.manifest["encoder"]["feature_dim"]
@@ -84,3 +85,49 @@ def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
         expected = np.sqrt(dim)  # distance from the zero vector to the all-ones vector
         assert score[0] == pytest.approx(expected, rel=1e-4)
         assert anomaly_map.shape == (1, 64, 64)
+
+
+def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
+    from edge_anomaly.export.onnx_export import MEAN, STD
+    from edge_anomaly.export.text_free_head import HEAD_WEIGHT, load_head
+    from edge_anomaly.images import preprocess
+    from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+
+    rng = np.random.default_rng(1)
+    source = texture_source("fabric")
+    normal = normal_image(source, 256, rng)
+    defective, mask = add_defect(normal_image(source, 256, rng), "cut", rng)
+    with_head, plain = build_graphs("lite0", 256), build_graphs("lite0", 256, head_weight=0.0)
+    assert with_head.manifest["decoder"]["text_free_head"]["weight"] == HEAD_WEIGHT
+    assert plain.manifest["decoder"]["text_free_head"] is None
+    batch = np.stack([preprocess(im, 256, MEAN, STD) for im in (normal, defective)])
+    with torch.no_grad():
+        features = with_head.encoder(torch.from_numpy(batch))
+        bank = features[0]
+        head = load_head()(features)
+        expected, _ = plain.decoder.image_map(plain.decoder.patch_distances(features, bank) + HEAD_WEIGHT * head)
+        anomaly_map, score = with_head.decoder(features, bank)
+    assert torch.allclose(anomaly_map, expected, atol=1e-5)
+    assert torch.allclose(score, anomaly_map.flatten(1).amax(1))
+    defect_patches = torch.from_numpy(cv2.resize(mask, (32, 32), interpolation=cv2.INTER_AREA) > 64).flatten()
+    # trained at 256 px on simulated defects: a cut stands out of the fabric around it
+    assert float(head[1][defect_patches].max()) > 0.4 > 0.01 > float(head[1][~defect_patches].median())
+
+
+def test_text_free_head_only_joins_the_encoder_it_was_trained_on():
+    with pytest.raises(ValueError, match="head weight"):
+        build_graphs("lite1", 64, head_weight=0.5)
+    assert build_graphs("lite1", 64).manifest["decoder"]["text_free_head"] is None
+
+
+def test_text_free_head_round_trips_as_plain_arrays(tmp_path):
+    from edge_anomaly.export.text_free_head import ASSET, load_head, save_head
+
+    with np.load(ASSET, allow_pickle=False) as arrays:  # the shipped asset holds no pickled object
+        assert arrays["prototypes"].shape[:2] == (2, 2)
+    head = load_head(ASSET)
+    save_head(head, tmp_path / "head.npz")
+    again = load_head(tmp_path / "head.npz")
+    features = torch.randn(1, 5, sum(p.in_features for p in head.projections))
+    with torch.no_grad():
+        assert torch.equal(head(features), again(features))
