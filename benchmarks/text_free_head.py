@@ -31,17 +31,14 @@ from edge_anomaly.evaluation import is_category, load_test_set
 from edge_anomaly.export.build_bundle import choose_shots
 from edge_anomaly.export.onnx_export import MEAN, STD, build_graphs
 from edge_anomaly.export.text_free_head import (
-    PHOTOGRAPHS,
-    TextFreeHead,
+    SOURCE_NAMES,
     encode,
     normal_sources,
-    patch_targets,
     simulated_anomalies,
-    train_head,
+    train_on_simulated_anomalies,
 )
 from edge_anomaly.few_shot import Preprocessing, fit_normal_shots
 from edge_anomaly.images import read_image, resize_square
-from edge_anomaly.synthetic import TEXTURES
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # head probability added to the patch distance, times this
 
@@ -129,26 +126,20 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     graphs = build_graphs("lite0", args.image_size, head_weight=0.0)
-    grid = graphs.decoder.grid[0]
-    sources = normal_sources(seed=0)
-    train_images, train_masks = simulated_anomalies(args.train, args.image_size, 0, sources)
-    val_images, val_masks = simulated_anomalies(args.validation, args.image_size, 1_000_003, sources)
-    train_features = encode(graphs.encoder, train_images, MEAN, STD)
-    stage_dims = [graphs.encoder.backbone.stage_channels[s] for s in graphs.encoder.stages]
-    head = TextFreeHead(stage_dims)
-    losses = train_head(head, train_features, patch_targets(train_masks, grid), args.epochs, seed=0)
+    head, losses = train_on_simulated_anomalies(graphs, args.train, args.epochs)
+    val_images, val_masks = simulated_anomalies(args.validation, args.image_size, 1_000_003, normal_sources(seed=0))
     with torch.no_grad():
         val_scores = head(encode(graphs.encoder, val_images, MEAN, STD))
     val_labels = val_masks.reshape(len(val_masks), -1).any(1).astype(int)
     report = {
         "command": command_line("edge_anomaly.benchmarks.text_free_head", argv),
         "train_images": args.train,
-        "sources": ["texture:" + t for t in TEXTURES] + ["scikit-image:" + p for p in PHOTOGRAPHS],
+        "sources": SOURCE_NAMES,
         "epoch_loss": losses,
         "simulated_validation": map_metrics(graphs.decoder, val_scores, val_labels, list(val_masks)),
     }
     if args.real is not None:
-        rows = real_rows(args.real, head.eval(), graphs, args.image_size, args.shots, args.seeds)
+        rows = real_rows(args.real, head, graphs, args.image_size, args.shots, args.seeds)
         report |= {"real_shots": args.shots, "real_runs": rows, "real_mean": mean_rows(rows)}
     report["seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.json, report, echo=True)

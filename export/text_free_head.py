@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -60,6 +61,7 @@ PHOTOGRAPHS = (
     "rocket",
     "text",
 )  # scikit-image ships these in its wheel: no download
+SOURCE_NAMES = [f"texture:{t}" for t in TEXTURES] + [f"scikit-image:{p}" for p in PHOTOGRAPHS]
 DEFECT_PROBABILITY = 0.8
 TEMPERATURE = 0.07
 
@@ -205,8 +207,19 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def train_on_simulated_anomalies(graphs, count: int = TRAIN_IMAGES, epochs: int = EPOCHS) -> tuple[TextFreeHead, list]:
+    """A head for ``graphs``' encoder, trained on ``count`` simulated anomalies (seed 0); returns it and the
+    loss of each epoch. The shipped asset and the benchmark both come from here."""
+    size, prep = graphs.image_size, graphs.manifest["input"]
+    images, masks = simulated_anomalies(count, size, 0, normal_sources(seed=0))
+    features = encode(graphs.encoder, images, prep["mean"], prep["std"])
+    head = TextFreeHead([graphs.encoder.backbone.stage_channels[s] for s in graphs.encoder.stages])
+    losses = train_head(head, features, patch_targets(masks, graphs.decoder.grid[0]), epochs, seed=0)
+    return head.eval(), losses
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .onnx_export import DEFAULT_STAGES, MEAN, STD, build_graphs
+    from .onnx_export import DEFAULT_STAGES, build_graphs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ASSET)
@@ -214,18 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args(argv)
     graphs = build_graphs("lite0", IMAGE_SIZE, DEFAULT_STAGES, head_weight=0.0)
-    images, masks = simulated_anomalies(args.train, IMAGE_SIZE, 0, normal_sources(seed=0))
-    features = encode(graphs.encoder, images, MEAN, STD)
-    stage_dims = [graphs.encoder.backbone.stage_channels[s] for s in graphs.encoder.stages]
-    head = TextFreeHead(stage_dims)
-    losses = train_head(head, features, patch_targets(masks, graphs.decoder.grid[0]), args.epochs, seed=0)
+    head, losses = train_on_simulated_anomalies(graphs, args.train, args.epochs)
     save_head(head, args.out)
     log = {
-        "command": "python -m edge_anomaly.export.text_free_head " + " ".join(argv or []),
+        "command": "python -m edge_anomaly.export.text_free_head " + " ".join(sys.argv[1:] if argv is None else argv),
         "encoder": "lite0",
         "stages": list(DEFAULT_STAGES),
         "train_images": args.train,
-        "sources": ["texture:" + t for t in TEXTURES] + ["scikit-image:" + p for p in PHOTOGRAPHS],
+        "sources": SOURCE_NAMES,
         "epoch_loss": losses,
         "sha256": file_sha256(args.out),
     }
