@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             / "train"
             / "good"
         )
-        inspectors, rss, heads = {}, {}, {}
+        inspectors, rss = {}, {}
         for size in args.image_size:
             for shots, head in itertools.product(args.shots, args.head_weights):
                 key = (size, shots, head)
@@ -187,13 +187,12 @@ def main(argv: list[str] | None = None) -> int:
                     build_engines(bundle, args.engine, EngineOptions(precision=args.precision))
                 inspectors[key] = Inspector.load(bundle, backend=args.backend)
                 rss[key] = runtime_rss_mb(bundle, args.backend, args.frame_size)
-                heads[key] = inspectors[key].bundle.manifest["decoder"].get("text_free_head")
         timings = time_inspect(inspectors, frames, args.warmup, args.rounds)
     runs = [
         {
             "image_size": size,
             "shots": shots,
-            "text_free_head": heads[(size, shots, head)],
+            "text_free_head": inspectors[(size, shots, head)].bundle.manifest["decoder"].get("text_free_head"),
             "runtime_peak_rss_mb": rss[(size, shots, head)],
             **timings[(size, shots, head)],
         }

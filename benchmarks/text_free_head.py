@@ -29,35 +29,17 @@ from edge_anomaly import metrics
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.evaluation import is_category, load_test_set
 from edge_anomaly.export.build_bundle import choose_shots
-from edge_anomaly.export.onnx_export import MEAN, STD, build_graphs
+from edge_anomaly.export.onnx_export import build_graphs
 from edge_anomaly.export.text_free_head import (
     SOURCE_NAMES,
-    encode,
     normal_sources,
     simulated_anomalies,
     train_on_simulated_anomalies,
 )
-from edge_anomaly.few_shot import Preprocessing, fit_normal_shots
+from edge_anomaly.few_shot import encode_images, fit_normal_shots
 from edge_anomaly.images import read_image, resize_square
 
 WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # head probability added to the patch distance, times this
-
-
-class TorchGraphs:
-    """The export's torch graphs behind the runtime backend's ``encode`` / ``decode`` surface, so the
-    product's own fitting (``fit_normal_shots``) runs here without an ONNX round trip."""
-
-    def __init__(self, graphs) -> None:
-        self.encoder, self.decoder = graphs.encoder, graphs.decoder
-
-    @torch.no_grad()
-    def encode(self, batch: np.ndarray) -> np.ndarray:
-        return self.encoder(torch.from_numpy(batch)).numpy()
-
-    @torch.no_grad()
-    def decode(self, features: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps, scores = self.decoder(torch.from_numpy(features), torch.from_numpy(bank))
-        return maps.numpy(), scores.numpy()
 
 
 def map_metrics(decoder, patch_scores: torch.Tensor, labels: np.ndarray, masks: list[np.ndarray]) -> dict:
@@ -72,19 +54,19 @@ def map_metrics(decoder, patch_scores: torch.Tensor, labels: np.ndarray, masks: 
 
 def real_rows(root: Path, head, graphs, image_size: int, shots: int, seeds: list[int]) -> list[dict]:
     """Per category and seed: the memory bank alone, the head alone, and their sums, on real images."""
-    backend, prep = TorchGraphs(graphs), Preprocessing(image_size, MEAN, STD)
+    prep = graphs.preprocessing()
     rows = []
     for category in sorted(p for p in root.iterdir() if is_category(p)):
         items = load_test_set(category)
         images = [resize_square(read_image(it.path), image_size) for it in items]
-        features = encode(graphs.encoder, np.stack(images), MEAN, STD)
+        features = torch.from_numpy(encode_images(graphs, images, prep))
         masks = [_mask(it.mask_path, image_size) for it in items]
         labels = np.array([it.is_anomalous for it in items], dtype=int)
         with torch.no_grad():
             head_scores = head(features)
         for seed in seeds:
             shot_images = [read_image(p) for p in choose_shots(category / "train" / "good", shots, seed)]
-            bank = torch.from_numpy(fit_normal_shots(backend, shot_images, prep, seed=seed).memory_bank)
+            bank = torch.from_numpy(fit_normal_shots(graphs, shot_images, prep, seed=seed).memory_bank)
             with torch.no_grad():
                 distances = graphs.decoder.patch_distances(features, bank)
             row = {
@@ -129,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     head, losses = train_on_simulated_anomalies(graphs, args.train, args.epochs)
     val_images, val_masks = simulated_anomalies(args.validation, args.image_size, 1_000_003, normal_sources(seed=0))
     with torch.no_grad():
-        val_scores = head(encode(graphs.encoder, val_images, MEAN, STD))
+        val_scores = head(torch.from_numpy(encode_images(graphs, list(val_images), graphs.preprocessing())))
     val_labels = val_masks.reshape(len(val_masks), -1).any(1).astype(int)
     report = {
         "command": command_line("edge_anomaly.benchmarks.text_free_head", argv),

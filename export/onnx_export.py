@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
@@ -25,12 +26,31 @@ STD = (0.5, 0.5, 0.5)
 
 @dataclass(frozen=True)
 class DetectorGraphs:
-    """The torch modules behind a bundle, and the facts the manifest records about them."""
+    """The torch modules behind a bundle, and the facts the manifest records about them.
+
+    ``encode`` / ``decode`` give them the runtime backends' surface, so the product's own fitting and
+    encoding (``few_shot``) run on them directly when training or measuring, without an ONNX round trip."""
 
     encoder: PatchEncoder
     decoder: NearestNeighbourDecoder
     image_size: int
     manifest: dict
+
+    @torch.no_grad()
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return self.encoder(torch.from_numpy(batch)).numpy()
+
+    @torch.no_grad()
+    def decode(self, features: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = self.decoder(torch.from_numpy(features), torch.from_numpy(bank))
+        return maps.numpy(), scores.numpy()
+
+    def preprocessing(self):
+        """How frames are brought to the encoder's input (``few_shot.Preprocessing``)."""
+        from edge_anomaly.few_shot import Preprocessing
+
+        prep = self.manifest["input"]
+        return Preprocessing(self.image_size, tuple(prep["mean"]), tuple(prep["std"]))
 
 
 def build_graphs(

@@ -79,7 +79,7 @@ class NearestNeighbourDecoder(nn.Module):
         head_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        self.head = head if head_weight else None
+        self.head = head
         self.head_weight = head_weight
         self.grid = grid
         self.image_size = image_size

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from edge_anomaly.few_shot import encode_images
 from edge_anomaly.synthetic import DEFECTS, TEXTURES, add_defect, texture_source
 
 ASSET = Path(__file__).parent / "assets" / "text-free-head.npz"
@@ -167,18 +168,6 @@ def train_head(head: TextFreeHead, features: torch.Tensor, targets: torch.Tensor
     return losses
 
 
-def encode(encoder: nn.Module, images: np.ndarray, mean, std, batch: int = 16) -> torch.Tensor:
-    """RGB uint8 images ``[B x S x S x 3]`` -> the encoder's patch features ``[B x N x D]``."""
-    from edge_anomaly.images import preprocess
-
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = np.stack([preprocess(im, images.shape[1], mean, std) for im in images[i : i + batch]])
-            parts.append(encoder(torch.from_numpy(x)))
-    return torch.cat(parts)
-
-
 def save_head(head: TextFreeHead, path: Path) -> None:
     """Plain arrays in an ``.npz``: no pickle on the way back in."""
     arrays = {f"projection{k}.weight": p.weight.detach().numpy() for k, p in enumerate(head.projections)}
@@ -210,9 +199,8 @@ def file_sha256(path: Path) -> str:
 def train_on_simulated_anomalies(graphs, count: int = TRAIN_IMAGES, epochs: int = EPOCHS) -> tuple[TextFreeHead, list]:
     """A head for ``graphs``' encoder, trained on ``count`` simulated anomalies (seed 0); returns it and the
     loss of each epoch. The shipped asset and the benchmark both come from here."""
-    size, prep = graphs.image_size, graphs.manifest["input"]
-    images, masks = simulated_anomalies(count, size, 0, normal_sources(seed=0))
-    features = encode(graphs.encoder, images, prep["mean"], prep["std"])
+    images, masks = simulated_anomalies(count, graphs.image_size, 0, normal_sources(seed=0))
+    features = torch.from_numpy(encode_images(graphs, list(images), graphs.preprocessing()))
     head = TextFreeHead([graphs.encoder.backbone.stage_channels[s] for s in graphs.encoder.stages])
     losses = train_head(head, features, patch_targets(masks, graphs.decoder.grid[0]), epochs, seed=0)
     return head.eval(), losses
