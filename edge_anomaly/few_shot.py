@@ -17,7 +17,7 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .bundle import Bundle, seal_bundle
-from .calibration import Calibration, calibrate_leave_one_out, calibrate_single_shot
+from .calibration import Calibration, calibrate_held_out_quarters
 from .images import preprocess, resize_square
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
 from .shot_views import DEFAULT_AUGMENTATION, bank_limit, patch_sources, resolve_augmentation, shot_views
@@ -72,30 +72,24 @@ def fit_normal_shots(
     features = features.reshape(len(shots), n_views, *features.shape[1:])
 
     dim = features.shape[-1]
-    # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
-    # the leave-one-out banks included, is a union of ready parts: one small coreset per shot, not one per bank.
-    shot_banks = [
-        build_memory_bank(features[i].reshape(-1, dim), bank_limit(features[i].size // dim, n_views, max_bank), seed)
-        for i in range(len(shots))
-    ]
 
-    def bank_without(held_out: int | None) -> np.ndarray:
-        parts = [b for i, b in enumerate(shot_banks) if i != held_out]
+    def reduce_patches(patches: np.ndarray) -> np.ndarray:
+        return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed)
+
+    def merge(parts: list[np.ndarray]) -> np.ndarray:
         return build_memory_bank(np.concatenate(parts), max_bank, seed)
 
-    def decode_scores(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
-        return backend.decode(query, bank)[1]
+    # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
+    # the calibration's held-out banks included, is a union of ready parts: one coreset per shot, not per bank.
+    shot_banks = [reduce_patches(features[i].reshape(-1, dim)) for i in range(len(shots))]
 
-    if len(shots) == 1:
-        side = math.isqrt(features.shape[2])
+    def decode_maps(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
+        return backend.decode(query, bank)[0]
 
-        def quadrant_bank(patches: np.ndarray) -> np.ndarray:
-            return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed)
-
-        calibration = calibrate_single_shot(features[0], patch_sources(side, augmentation), quadrant_bank)
-    else:
-        calibration = calibrate_leave_one_out(features[:, 0], bank_without, decode_scores)
-    bank = bank_without(None)
+    side = math.isqrt(features.shape[2])
+    sources = patch_sources(side, augmentation)
+    calibration = calibrate_held_out_quarters(features, sources, shot_banks, reduce_patches, merge, decode_maps)
+    bank = merge(shot_banks)
     return FewShotFit(shots, bank, calibration, len(bank) < features.size // dim, augmentation, requested)
 
 

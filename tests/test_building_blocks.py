@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_anomaly.calibration import MAX_HELD_OUT_SHOTS, calibrate_held_out_quarters
 from edge_anomaly.findings import GRID_WORDS, find_regions, grid_location
 from edge_anomaly.memory_bank import build_memory_bank, greedy_coreset
 from edge_anomaly.metrics import au_pro, best_accuracy, pixel_auroc
+from edge_anomaly.shot_views import patch_sources
 from edge_anomaly.synthetic import DEFECTS, add_defect, normal_image, texture_source
 
 
@@ -90,3 +92,37 @@ def test_grey_textures_stay_grey():
     clean = normal_image(texture_source("brick"), 96, rng)
     defective, _ = add_defect(clean, "stain", rng)
     assert (defective[:, :, 0] == defective[:, :, 2]).all()
+
+
+def _nearest_map(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """A stand-in decoder: each patch's nearest distance, each patch 2 x 2 pixels."""
+    d = np.sqrt(((query[:, :, None, :] - bank[None, None]) ** 2).sum(-1)).min(-1)
+    side = int(np.sqrt(d.shape[1]))
+    return np.stack([np.kron(m.reshape(side, side), np.ones((2, 2))) for m in d])
+
+
+def _calibrate(features: np.ndarray):
+    sources = patch_sources(4, "dihedral")
+    parts = [f.reshape(-1, f.shape[-1]) for f in features]
+    return calibrate_held_out_quarters(features, sources, parts, lambda p: p, np.concatenate, _nearest_map)
+
+
+def test_held_out_quarter_is_left_out_of_every_view():
+    rng = np.random.default_rng(0)
+    shot = rng.normal(size=(16, 3))
+    views = np.stack([shot[src] for src in patch_sources(4, "dihedral")])  # each view shows the shot's patches
+    alone = _calibrate(views[None])
+    assert len(alone.normal_scores) == 4 and min(alone.normal_scores) > 0  # no view leaks the held-out quarter
+    assert alone.threshold == max(alone.normal_scores)
+    twice = _calibrate(np.stack([views, views]))  # a second shot identical to the first covers every quarter
+    assert len(twice.normal_scores) == 8 and twice.threshold == 0.0
+
+
+def test_held_out_shots_are_capped():
+    rng = np.random.default_rng(1)
+    shots = MAX_HELD_OUT_SHOTS + 2
+    features = rng.normal(size=(shots, 1, 16, 3))
+    sources = patch_sources(4, "none")
+    parts = [f[0] for f in features]
+    cal = calibrate_held_out_quarters(features, sources, parts, lambda p: p, np.concatenate, _nearest_map)
+    assert len(cal.normal_scores) == 4 * MAX_HELD_OUT_SHOTS

@@ -28,7 +28,7 @@ def test_manifest_records_what_the_runtime_needs(bundle_dir):
     assert m["encoder"]["name"] == "lite0" and m["encoder"]["strides"] == [8, 16]
     assert m["memory_bank"]["shots"] == 3 and m["memory_bank"]["augmentation"] == "dihedral"  # "auto", 3 shots
     assert m["memory_bank"]["size"] == BANK_FACTOR * 3 * 16 * 16
-    assert m["threshold"]["value"] > 0 and "leave-one-out" in m["threshold"]["method"]
+    assert m["threshold"]["value"] > 0 and "each quarter of each shot" in m["threshold"]["method"]
     assert m["object"] == "fabric" and m["onnx"]["opset"] >= 17
     roles = sorted(e["role"] for e in m["files"].values())
     assert roles == ["decoder", "encoder", "memory_bank"] + ["normal_shot"] * 3

@@ -53,7 +53,7 @@ def test_add_normal_shots_refits_without_reexport(bundle_dir, synth_root, tmp_pa
     patches = 16 * 16  # a 128 px shot on the stride-8 grid; "auto" takes dihedral views up to 4 shots
     assert before_bank == BANK_FACTOR * 3 * patches
     assert len(insp.memory_bank) == BANK_FACTOR * (3 + len(extra)) * patches
-    assert insp.threshold == calibration.threshold and "leave-one-out" in calibration.method
+    assert insp.threshold == calibration.threshold and len(calibration.normal_scores) == 4 * 4
     saved = insp.save(tmp_path / "refit")
     reopened = open_bundle(saved.root)
     assert reopened.manifest["memory_bank"]["shots"] == 4
