@@ -98,5 +98,4 @@ def calibrate_held_out_quarters(
             h, w = score_map.shape[0] // 2, score_map.shape[1] // 2
             top, left = (q // 2) * h, (q % 2) * w
             scores.append(float(score_map[top : top + h, left : left + w].max()))
-    scores_a = np.asarray(scores)
-    return Calibration(float(scores_a.max() * MARGIN), scores, METHOD)
+    return Calibration(max(scores) * MARGIN, scores, METHOD)
