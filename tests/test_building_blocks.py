@@ -101,8 +101,9 @@ def _nearest_map(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
     return np.stack([np.kron(m.reshape(side, side), np.ones((2, 2))) for m in d])
 
 
-def _calibrate(features: np.ndarray):
-    sources = patch_sources(4, "dihedral")
+def _calibrate(features: np.ndarray, augmentation: str = "dihedral"):
+    """``features [K x V x 16 x D]`` on a 4 x 4 grid; each shot's part of the bank is all its view patches."""
+    sources = patch_sources(4, augmentation)
     parts = [f.reshape(-1, f.shape[-1]) for f in features]
     return calibrate_held_out_quarters(features, sources, parts, lambda p: p, np.concatenate, _nearest_map)
 
@@ -121,8 +122,5 @@ def test_held_out_quarter_is_left_out_of_every_view():
 def test_held_out_shots_are_capped():
     rng = np.random.default_rng(1)
     shots = MAX_HELD_OUT_SHOTS + 2
-    features = rng.normal(size=(shots, 1, 16, 3))
-    sources = patch_sources(4, "none")
-    parts = [f[0] for f in features]
-    cal = calibrate_held_out_quarters(features, sources, parts, lambda p: p, np.concatenate, _nearest_map)
+    cal = _calibrate(rng.normal(size=(shots, 1, 16, 3)), "none")
     assert len(cal.normal_scores) == 4 * MAX_HELD_OUT_SHOTS
