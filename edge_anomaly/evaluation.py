@@ -6,8 +6,9 @@ from ``train/good`` with the seed, a bundle is built from them (auto threshold,
 nothing else), and every test image is inspected. Maps are compared with masks
 at a side of at most 256 pixels, which keeps pixel metrics cheap on large images.
 
-``shots=0`` is the zero-shot mode: the test images are scored against each
-other (``edge_anomaly.zero_shot``); no normal image is used at all.
+``shots=0`` is the zero-shot mode: no normal image is used at all. The test
+images are scored against each other and the most typical of them become the
+shots (``edge_anomaly.zero_shot``); their labels are never looked at.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
 from .overlay import save_overlay
 from .shot_views import DEFAULT_AUGMENTATION
-from .zero_shot import METHOD as ZERO_SHOT_METHOD
 from .zero_shot import mutual_results
 
 METRIC_SIDE = 256
@@ -102,8 +102,15 @@ def evaluate_category(
         inspector = Inspector(bundle, backend)
         labels, scores, decisions, masks, maps, thresholds = [], [], [], [], [], []
         shown = {0: 0, 1: 0}
+        method, picked = bundle.manifest["threshold"]["method"], []
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
-        for chunk, results in _inspected(inspector, items, zero_shot=shots == 0):
+        if shots == 0:
+            batch = mutual_results(inspector, [it.path for it in items])
+            method, batches = batch.method, [(items, batch.results)]
+            picked = [str(items[i].path.relative_to(category)) for i in batch.shot_indices]
+        else:
+            batches = _inspected(inspector, items)
+        for chunk, results in batches:
             for item, result in zip(chunk, results):
                 thresholds.append(result.threshold)
                 labels.append(int(item.is_anomalous))
@@ -129,7 +136,8 @@ def evaluate_category(
         "text_free_head": bundle.manifest["decoder"].get("text_free_head"),
         "backend": inspector.backend_name,
         "threshold": float(np.median(thresholds)),
-        "threshold_method": ZERO_SHOT_METHOD if shots == 0 else bundle.manifest["threshold"]["method"],
+        "threshold_method": method,
+        "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
         "image_auroc": metrics.image_auroc(labels_a, scores_a),
         "pixel_auroc": metrics.pixel_auroc(masks, maps),
         "pro": metrics.au_pro(masks, maps),
@@ -145,11 +153,8 @@ def evaluate_category(
     }
 
 
-def _inspected(inspector: Inspector, items: list[LabelledImage], zero_shot: bool):
-    """(items, results) in batches; zero-shot scores all items against each other at once."""
-    if zero_shot:
-        yield items, mutual_results(inspector, [it.path for it in items])
-        return
+def _inspected(inspector: Inspector, items: list[LabelledImage]):
+    """(items, results) in batches."""
     for i in range(0, len(items), BATCH):
         chunk = items[i : i + BATCH]
         yield chunk, inspector.inspect_batch([it.path for it in chunk])

@@ -147,9 +147,20 @@ class Inspector:
             raise InputError("add_normal_shots needs at least one image")
         if self._shots is None:
             self._shots = [read_image(p) for p in self.bundle.files_of(fmt.ROLE_SHOT)]
+        return self._refit(self._shots + new)
+
+    def use_normal_shots(self, images: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
+        """Replace the bundle's shots with these normal images: bank and threshold from them alone.
+        Zero-shot bootstrapping uses it with the frames it found most typical of the line."""
+        new = [as_rgb(im, color_order) for im in images]
+        if not new:
+            raise InputError("use_normal_shots needs at least one image")
+        return self._refit(new)
+
+    def _refit(self, shots: list[np.ndarray]) -> Calibration:
         bank = self.bundle.manifest["memory_bank"]
         augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
-        fit = fit_normal_shots(self._backend, self._shots + new, self._prep, augmentation=augmentation)
+        fit = fit_normal_shots(self._backend, shots, self._prep, augmentation=augmentation)
         self._shots = fit.shots
         self._memory_bank = fit.memory_bank
         self._calibration_threshold = fit.calibration.threshold

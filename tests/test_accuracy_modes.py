@@ -10,7 +10,15 @@ from edge_anomaly.few_shot import fit_normal_shots
 from edge_anomaly.images import list_images, read_image
 from edge_anomaly.metrics import image_auroc
 from edge_anomaly.shot_views import AUTO_MAX_SHOTS, bank_limit, patch_sources, resolve_augmentation, shot_views
-from edge_anomaly.zero_shot import MIN_FRAMES, ZeroShotInspector, mutual_results
+from edge_anomaly.zero_shot import (
+    BOOTSTRAP_METHOD,
+    MIN_BOOTSTRAP_FRAMES,
+    MIN_FRAMES,
+    OUTLIER_METHOD,
+    PSEUDO_SHOTS,
+    ZeroShotInspector,
+    mutual_results,
+)
 
 
 def test_views_and_patch_sources_agree():
@@ -53,21 +61,50 @@ def test_dihedral_bank_stays_small_and_covers_turned_parts(inspector, synth_root
     assert np.isfinite(turned.calibration.threshold) and turned.calibration.threshold > 0
 
 
-def test_zero_shot_batch_ranks_defects_above_normals_without_any_shot(inspector, synth_root):
+def _fresh(bundle_dir):
+    """An inspector of its own: zero-shot bootstrapping replaces its shots."""
+    from edge_anomaly import Inspector
+
+    return Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+
+
+def test_zero_shot_small_batch_ranks_defects_by_mutual_scores_and_an_outlier_test(inspector, synth_root):
     items = load_test_set(synth_root / "fabric")
-    results = mutual_results(inspector, [it.path for it in items])
+    assert len(items) < MIN_BOOTSTRAP_FRAMES
+    batch = mutual_results(inspector, [it.path for it in items])
     labels = np.array([it.is_anomalous for it in items])
-    scores = np.array([r.score for r in results])
+    scores = np.array([r.score for r in batch.results])
     assert image_auroc(labels, scores) > 0.8
-    assert len({r.threshold for r in results}) == 1  # one outlier threshold for the batch
-    flagged = [r for r in results if r.is_anomalous]
-    assert all(r.regions for r in flagged)
+    assert batch.method == OUTLIER_METHOD and batch.shot_indices == []
+    assert len({r.threshold for r in batch.results}) == 1  # one outlier threshold for the batch
+    assert all(r.regions for r in batch.results if r.is_anomalous)
+
+
+def test_zero_shot_batch_turns_its_most_typical_frames_into_shots(bundle_dir, synth_root, tmp_path):
+    from edge_anomaly import bundle_format as fmt
+    from edge_anomaly.bundle import open_bundle
+
+    items = load_test_set(synth_root / "fabric")
+    frames = [it.path for it in items] + list_images(synth_root / "fabric" / "train" / "good")
+    labels = np.array([it.is_anomalous for it in items] + [False] * (len(frames) - len(items)))
+    assert len(frames) >= MIN_BOOTSTRAP_FRAMES
+    insp = _fresh(bundle_dir)
+    before = insp.threshold
+    batch = mutual_results(insp, frames)
+    assert len(batch.shot_indices) == PSEUDO_SHOTS and not labels[batch.shot_indices].any()  # all picked are normal
+    assert batch.method.startswith(BOOTSTRAP_METHOD)
+    assert {r.threshold for r in batch.results} == {insp.threshold} and insp.threshold != before
+    decisions = np.array([r.is_anomalous for r in batch.results])
+    assert decisions[labels].mean() > decisions[~labels].mean()
+    assert image_auroc(labels, np.array([r.score for r in batch.results])) > 0.8
+    saved = open_bundle(insp.save(tmp_path / "bootstrapped").root)  # the picked frames are the new bundle's shots
+    assert len(saved.files_of(fmt.ROLE_SHOT)) == PSEUDO_SHOTS and saved.threshold == insp.threshold
 
 
 def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
     goods = list_images(synth_root / "fabric" / "test" / "good") + list_images(synth_root / "fabric" / "train" / "good")
     defects = [it.path for it in load_test_set(synth_root / "fabric") if it.is_anomalous]
-    zero = ZeroShotInspector(inspector, window=16)
+    zero = ZeroShotInspector(inspector, window=16, bootstrap_after=None)
     warmup = [zero.inspect(p) for p in goods[:MIN_FRAMES]]
     assert not any(r.is_anomalous for r in warmup) and zero.ready
     normal = [zero.inspect(p) for p in goods[MIN_FRAMES:]]
@@ -77,12 +114,33 @@ def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
     assert sum(r.is_anomalous for r in defect_results) > sum(r.is_anomalous for r in normal)
     unflagged = sum(not r.is_anomalous for r in warmup + normal + defect_results)
     assert zero.reference_frames == min(16, unflagged)  # flagged frames never become the reference
+    assert not zero.bootstrapped
 
 
-def test_eval_with_zero_shots_scores_the_test_set_against_itself(synth_root):
+def test_zero_shot_stream_bootstraps_shots_from_unflagged_frames(bundle_dir, synth_root):
+    goods = list_images(synth_root / "fabric" / "test" / "good") + list_images(synth_root / "fabric" / "train" / "good")
+    defects = [it.path for it in load_test_set(synth_root / "fabric") if it.is_anomalous]
+    insp = _fresh(bundle_dir)
+    zero = ZeroShotInspector(insp, window=16, bootstrap_after=2 * PSEUDO_SHOTS)
+    unflagged = 0
+    for path in goods:
+        unflagged += not zero.inspect(path).is_anomalous
+        assert zero.bootstrapped == (unflagged >= 2 * PSEUDO_SHOTS)
+    assert zero.bootstrapped and zero.reference_frames == 0
+    after = [zero.inspect(p) for p in defects]
+    assert all(r.threshold == insp.threshold and np.isfinite(r.threshold) for r in after)
+    assert sum(r.is_anomalous for r in after) >= len(defects) // 2
+    with pytest.raises(ValueError, match="bootstrap_after"):
+        ZeroShotInspector(insp, window=16, bootstrap_after=17)
+
+
+def test_eval_with_zero_shots_picks_shots_from_the_test_set(tmp_path):
     from edge_anomaly.evaluation import evaluate_category
-    from edge_anomaly.zero_shot import METHOD
+    from edge_anomaly.synthetic import generate_dataset
 
-    report = evaluate_category(synth_root / "fabric", shots=0, image_size=128, progress=False)
-    assert report["shots"] == 0 and report["threshold_method"] == METHOD
+    generate_dataset(tmp_path, ("fabric",), size=256, seed=5, n_train=1, n_good=10, n_defect=8)
+    report = evaluate_category(tmp_path / "fabric", shots=0, image_size=128, progress=False)
+    assert report["shots"] == 0 and report["threshold_method"].startswith(BOOTSTRAP_METHOD)
+    assert len(report["zero_shot_picked"]) == PSEUDO_SHOTS
+    assert all(p.startswith("test/good/") for p in report["zero_shot_picked"])
     assert report["image_auroc"] > 0.8 and report["pixel_auroc"] > 0.8
