@@ -25,12 +25,13 @@ rotated, break directional textures.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 MARGIN = 1.0
+OUTLIER_Z = 3.0  # robust standard deviations above the median, for scores that may hold a few defects
 # Quarters of at most this many shots are held out. Past 4 shots each held-out bank needs its own coreset
 # (about 14 s on 2 cores at 30 shots), and 16 held-out quarters already sample the normal variation.
 MAX_HELD_OUT_SHOTS = 4
@@ -99,3 +100,30 @@ def calibrate_held_out_quarters(
             top, left = (q // 2) * h, (q % 2) * w
             scores.append(float(score_map[top : top + h, left : left + w].max()))
     return Calibration(max(scores) * MARGIN, scores, METHOD)
+
+
+def outlier_threshold(scores: Sequence[float]) -> float:
+    """Median + ``OUTLIER_Z`` robust standard deviations (1.4826 x MAD) of the scores: a bound that a few
+    defects among them cannot drag up."""
+    s = np.asarray(scores, dtype=float)
+    median = float(np.median(s))
+    return median + OUTLIER_Z * 1.4826 * float(np.median(np.abs(s - median)))
+
+
+def raise_to_presumed_normal(calibration: Calibration, scores: Sequence[float]) -> Calibration:
+    """Raise the threshold to ``outlier_threshold`` of frames presumed normal but not in the bank.
+
+    Shots picked as the most typical frames of a line (zero-shot bootstrapping) are its quietest: their
+    held-out quarters score low and the threshold alone would flag half the normal frames. The frames
+    that were nearly as typical, scored against the bank as any new frame is, show the line's real spread;
+    the robust bound keeps an unnoticed defect among them from setting it."""
+    if len(scores) < 2:
+        raise ValueError("presumed-normal frames: at least 2 are needed for a spread")
+    bound = outlier_threshold(scores)
+    return replace(
+        calibration,
+        threshold=max(calibration.threshold, bound),
+        normal_scores=[*calibration.normal_scores, *map(float, scores)],
+        method=f"{calibration.method}; raised to at least median + {OUTLIER_Z:g} robust standard deviations of "
+        f"{len(scores)} frames presumed normal, scored against the bank",
+    )

@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .bundle import Bundle, open_bundle
-from .calibration import Calibration
+from .calibration import Calibration, raise_to_presumed_normal
 from .errors import InputError
-from .few_shot import FewShotFit, Preprocessing, fit_normal_shots, write_fitted_bundle
+from .few_shot import FewShotFit, Preprocessing, encode_images, fit_normal_shots, write_fitted_bundle
 from .findings import Region, find_regions
 from .images import ImageLike, as_rgb, read_image
 from .verdicts import template_verdict
@@ -149,13 +149,28 @@ class Inspector:
             self._shots = [read_image(p) for p in self.bundle.files_of(fmt.ROLE_SHOT)]
         return self._refit(self._shots + new)
 
-    def use_normal_shots(self, images: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
+    def use_normal_shots(
+        self, images: Sequence[ImageLike], color_order: str = "bgr", presumed_normal: Sequence[ImageLike] = ()
+    ) -> Calibration:
         """Replace the bundle's shots with these normal images: bank and threshold from them alone.
-        Zero-shot bootstrapping uses it with the frames it found most typical of the line."""
+
+        ``presumed_normal``: further frames, believed normal but not checked, that are kept out of the
+        bank; the threshold is raised to a robust bound of their scores (``raise_to_presumed_normal``).
+        Zero-shot bootstrapping passes the frames it found most typical of the line as shots, the next
+        most typical as presumed normal."""
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
-        return self._refit(new)
+        calibration = self._refit(new)
+        if not presumed_normal:
+            return calibration
+        extra = [as_rgb(im, color_order) for im in presumed_normal]
+        features = encode_images(self._backend, extra, self._prep)
+        scores = np.concatenate([self._backend.decode(f[None], self._memory_bank)[1] for f in features])
+        calibration = raise_to_presumed_normal(calibration, scores)
+        self._fit = replace(self._fit, calibration=calibration)
+        self._calibration_threshold = calibration.threshold
+        return calibration
 
     def _refit(self, shots: list[np.ndarray]) -> Calibration:
         bank = self.bundle.manifest["memory_bank"]

@@ -10,17 +10,20 @@ best: a defect shared by a few frames, or a few defective frames, cannot make a
 normal patch look rare.
 
 Mutual scores rank frames but have nothing to calibrate a decision against.
-So, given at least ``MIN_BOOTSTRAP_FRAMES`` frames, the ``PSEUDO_SHOTS`` frames
-with the lowest mutual scores (the most typical ones) become normal shots: the
-bank and the threshold are fitted from them exactly as from shots a person
-picked (held-out quarters, no anomalous image), and every frame is scored
-against that bank. Measured on the 3 real dev categories
-(``python -m edge_anomaly.benchmarks.accuracy ROOT --shots 0``): the picked
-frames were all normal, and accuracy at the threshold went from 0.42 with the
-outlier test below to 0.71 (image AUROC 0.79 -> 0.83). With fewer frames the
-decision is an outlier test over the mutual scores: above the median by
-``OUTLIER_Z`` robust standard deviations (1.4826 x MAD), which assumes, as a
-line does, that most frames are normal.
+So, given at least ``MIN_BOOTSTRAP_FRAMES`` frames, the most typical ones
+(lowest mutual scores) stand in for shots a person would pick: the lowest
+``PSEUDO_SHOTS`` become the normal shots, and the bank and the threshold are
+fitted from them as from any shots (held-out quarters, no anomalous image).
+Being the quietest frames of the line, they alone set the threshold too low,
+so the next most typical frames, up to ``MIN_BOOTSTRAP_FRAMES`` in all, are
+presumed normal and scored against the bank, and the threshold is raised to
+a robust bound of their scores (``calibration.raise_to_presumed_normal``).
+Every frame is then inspected against that bank. Figures (3 real dev
+categories) are in ``docs/accuracy.md``: ``benchmarks.accuracy --shots 0``
+for a batch, ``benchmarks.zero_shot_line`` for a line with 10% defects. With
+fewer frames the decision is an outlier test over the mutual scores: above
+the median by ``OUTLIER_Z`` robust standard deviations (1.4826 x MAD), which
+assumes, as a line does, that most frames are normal.
 
 - ``mutual_results(inspector, frames)``: a batch of frames scored against each other, then against the
   shots picked from them (the inspector is left fitted on those shots, ready to ``save``);
@@ -38,20 +41,21 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibration import OUTLIER_Z, outlier_threshold
 from .errors import InputError
 from .few_shot import encode_images
 from .images import ImageLike, as_rgb, resize_square
 from .inspector import InspectionResult, Inspector
 
 FRACTION = 0.3
-OUTLIER_Z = 3.0
 MIN_FRAMES = 4  # fewer other frames than this and there is no "most frames" to compare against
 PSEUDO_SHOTS = 4  # as many shots as the calibration holds out quarters of
 MIN_BOOTSTRAP_FRAMES = 4 * PSEUDO_SHOTS  # the picked shots are at most a quarter of the frames
 DECODE_BATCH = 8
-OUTLIER_METHOD = "zero-shot: median + 3 robust standard deviations of the mutual scores (no normal shot)"
+OUTLIER_METHOD = f"zero-shot: median + {OUTLIER_Z:g} robust standard deviations of the mutual scores (no normal shot)"
 BOOTSTRAP_METHOD = (
-    f"zero-shot: the {PSEUDO_SHOTS} frames with the lowest mutual scores became the normal shots; threshold: "
+    f"zero-shot: of the {MIN_BOOTSTRAP_FRAMES} frames with the lowest mutual scores, the lowest {PSEUDO_SHOTS} "
+    "became the normal shots and the rest were presumed normal; threshold: "
 )
 
 
@@ -77,16 +81,11 @@ def mutual_scores(inspector: Inspector, features: np.ndarray, fraction: float = 
     return maps.reshape(len(maps), -1).max(axis=1)
 
 
-def outlier_threshold(scores: Sequence[float]) -> float:
-    """Median + ``OUTLIER_Z`` robust standard deviations of the scores."""
-    s = np.asarray(scores, dtype=float)
-    median = float(np.median(s))
-    return median + OUTLIER_Z * 1.4826 * float(np.median(np.abs(s - median)))
-
-
-def most_typical(scores: Sequence[float], count: int = PSEUDO_SHOTS) -> list[int]:
-    """Indices of the ``count`` frames with the lowest mutual scores, lowest first."""
-    return [int(i) for i in np.argsort(np.asarray(scores), kind="stable")[:count]]
+def bootstrap_split(scores: Sequence[float]) -> tuple[list[int], list[int]]:
+    """Of the ``MIN_BOOTSTRAP_FRAMES`` frames with the lowest mutual scores (the most typical), the indices
+    of the ``PSEUDO_SHOTS`` lowest (the shots) and of the rest (presumed normal, for the threshold)."""
+    order = [int(i) for i in np.argsort(np.asarray(scores), kind="stable")[:MIN_BOOTSTRAP_FRAMES]]
+    return order[:PSEUDO_SHOTS], order[PSEUDO_SHOTS:]
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,10 @@ def mutual_results(
         threshold = outlier_threshold(scores)
         results = [inspector.finding(*args, threshold=threshold) for args in zip(rgbs, maps, scores, sources)]
         return ZeroShotBatch(results, [], OUTLIER_METHOD)
-    picked = most_typical(mutual_scores(inspector, features, fraction))
-    calibration = inspector.use_normal_shots([rgbs[i] for i in picked], color_order="rgb")
+    picked, presumed = bootstrap_split(mutual_scores(inspector, features, fraction))
+    calibration = inspector.use_normal_shots(
+        [rgbs[i] for i in picked], color_order="rgb", presumed_normal=[rgbs[i] for i in presumed]
+    )
     results = []
     for start in range(0, len(rgbs), DECODE_BATCH):
         maps, scores = inspector.backend.decode(features[start : start + DECODE_BATCH], inspector.memory_bank)
@@ -129,7 +130,8 @@ def mutual_results(
 class ZeroShotInspector:
     """Inspects frames as they arrive with no normal shot: each against a window of earlier unflagged
     frames, until ``bootstrap_after`` unflagged frames are in the window; then the most typical of them
-    become ``inspector``'s normal shots and every later frame is inspected as with picked shots.
+    become ``inspector``'s normal shots, the next most typical set the threshold with them (see the
+    module), and every later frame is inspected as with picked shots.
 
     The first ``MIN_FRAMES`` frames only fill the window (reported as passed, with an infinite threshold).
     Flagged frames never enter the window, so a run of defects cannot become the reference.
@@ -152,7 +154,13 @@ class ZeroShotInspector:
         self._window: deque[np.ndarray] = deque(maxlen=window)
         self._frames: deque[np.ndarray] = deque(maxlen=window)  # the same frames at the input size, to fit from
         self._scores: deque[float] = deque(maxlen=window)
-        self.bootstrapped = False
+        self._numbers: deque[int] = deque(maxlen=window)  # each window frame's place in the stream, from 0
+        self._seen = 0
+        self.shot_frames: list[int] = []  # the places in the stream of the frames that became the shots
+
+    @property
+    def bootstrapped(self) -> bool:
+        return bool(self.shot_frames)
 
     @property
     def ready(self) -> bool:
@@ -169,6 +177,7 @@ class ZeroShotInspector:
         rgb = as_rgb(frame, color_order)
         features = encode_images(self.inspector.backend, [rgb], self.inspector.preprocessing)
         source = frame if isinstance(frame, (str, Path)) else None
+        self._seen += 1
         if not self.ready:
             self._remember(features[0], rgb, None)
             blank = np.zeros(rgb.shape[:2], np.float32)
@@ -188,17 +197,20 @@ class ZeroShotInspector:
     def _remember(self, features: np.ndarray, rgb: np.ndarray, score: float | None) -> None:
         self._window.append(features)
         self._frames.append(resize_square(rgb, self.inspector.preprocessing.size))
+        self._numbers.append(self._seen - 1)
         if score is not None:
             self._scores.append(score)
 
     def _bootstrap(self) -> None:
         """The window's most typical frames, scored against each other afresh, become the shots."""
-        picked = most_typical(mutual_scores(self.inspector, np.stack(self._window), self.fraction))
-        self.inspector.use_normal_shots([self._frames[i] for i in picked], color_order="rgb")
-        self.bootstrapped = True
-        self._window.clear()
-        self._frames.clear()
-        self._scores.clear()
+        picked, presumed = bootstrap_split(mutual_scores(self.inspector, np.stack(self._window), self.fraction))
+        frames = list(self._frames)
+        self.inspector.use_normal_shots(
+            [frames[i] for i in picked], color_order="rgb", presumed_normal=[frames[i] for i in presumed]
+        )
+        self.shot_frames = sorted(self._numbers[i] for i in picked)
+        for kept in (self._window, self._frames, self._scores, self._numbers):
+            kept.clear()
 
     def stream(self, source, on_event=None, **options):
         """As ``Inspector.stream``, with zero-shot decisions."""

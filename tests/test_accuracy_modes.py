@@ -80,25 +80,49 @@ def test_zero_shot_small_batch_ranks_defects_by_mutual_scores_and_an_outlier_tes
     assert all(r.regions for r in batch.results if r.is_anomalous)
 
 
-def test_zero_shot_batch_turns_its_most_typical_frames_into_shots(bundle_dir, synth_root, tmp_path):
+@pytest.fixture(scope="module")
+def line_root(tmp_path_factory):
+    """A line-like fabric category: mostly normal test images (14 normal, 4 defective)."""
+    from edge_anomaly.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("line")
+    generate_dataset(root, ("fabric",), size=256, seed=5, n_train=4, n_good=14, n_defect=4)
+    return root / "fabric"
+
+
+def test_zero_shot_batch_turns_its_most_typical_frames_into_shots(bundle_dir, line_root, tmp_path):
     from edge_anomaly import bundle_format as fmt
     from edge_anomaly.bundle import open_bundle
 
-    items = load_test_set(synth_root / "fabric")
-    frames = [it.path for it in items] + list_images(synth_root / "fabric" / "train" / "good")
-    labels = np.array([it.is_anomalous for it in items] + [False] * (len(frames) - len(items)))
-    assert len(frames) >= MIN_BOOTSTRAP_FRAMES
+    items = load_test_set(line_root)
+    labels = np.array([it.is_anomalous for it in items])
+    assert len(items) >= MIN_BOOTSTRAP_FRAMES
     insp = _fresh(bundle_dir)
     before = insp.threshold
-    batch = mutual_results(insp, frames)
+    batch = mutual_results(insp, [it.path for it in items])
     assert len(batch.shot_indices) == PSEUDO_SHOTS and not labels[batch.shot_indices].any()  # all picked are normal
-    assert batch.method.startswith(BOOTSTRAP_METHOD)
+    assert batch.method.startswith(BOOTSTRAP_METHOD) and "presumed normal" in batch.method
     assert {r.threshold for r in batch.results} == {insp.threshold} and insp.threshold != before
     decisions = np.array([r.is_anomalous for r in batch.results])
     assert decisions[labels].mean() > decisions[~labels].mean()
     assert image_auroc(labels, np.array([r.score for r in batch.results])) > 0.8
     saved = open_bundle(insp.save(tmp_path / "bootstrapped").root)  # the picked frames are the new bundle's shots
     assert len(saved.files_of(fmt.ROLE_SHOT)) == PSEUDO_SHOTS and saved.threshold == insp.threshold
+    held_out = saved.manifest["threshold"]["normal_scores"]["count"]
+    assert held_out == 4 * PSEUDO_SHOTS + MIN_BOOTSTRAP_FRAMES - PSEUDO_SHOTS  # quarters, then presumed normal
+
+
+def test_presumed_normal_frames_raise_the_threshold_robustly():
+    from edge_anomaly.calibration import Calibration, outlier_threshold, raise_to_presumed_normal
+
+    quiet = Calibration(1.0, [0.8, 1.0], "quarters")
+    spread = [1.0, 1.1, 1.2, 1.3, 1.4, 9.0]  # one unnoticed defect among the presumed-normal frames
+    raised = raise_to_presumed_normal(quiet, spread)
+    assert raised.threshold == outlier_threshold(spread) and 1.4 < raised.threshold < 9.0
+    assert raised.normal_scores == [0.8, 1.0, *spread] and raised.method.startswith("quarters; raised")
+    assert raise_to_presumed_normal(Calibration(20.0, [20.0], "q"), spread).threshold == 20.0  # never lowered
+    with pytest.raises(ValueError, match="at least 2"):
+        raise_to_presumed_normal(quiet, [1.0])
 
 
 def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
@@ -117,16 +141,17 @@ def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
     assert not zero.bootstrapped
 
 
-def test_zero_shot_stream_bootstraps_shots_from_unflagged_frames(bundle_dir, synth_root):
-    goods = list_images(synth_root / "fabric" / "test" / "good") + list_images(synth_root / "fabric" / "train" / "good")
-    defects = [it.path for it in load_test_set(synth_root / "fabric") if it.is_anomalous]
+def test_zero_shot_stream_bootstraps_shots_from_unflagged_frames(bundle_dir, line_root):
+    goods = list_images(line_root / "test" / "good") + list_images(line_root / "train" / "good")
+    defects = [it.path for it in load_test_set(line_root) if it.is_anomalous]
     insp = _fresh(bundle_dir)
-    zero = ZeroShotInspector(insp, window=16, bootstrap_after=2 * PSEUDO_SHOTS)
+    zero = ZeroShotInspector(insp, window=16)
     unflagged = 0
     for path in goods:
         unflagged += not zero.inspect(path).is_anomalous
-        assert zero.bootstrapped == (unflagged >= 2 * PSEUDO_SHOTS)
+        assert zero.bootstrapped == (unflagged >= MIN_BOOTSTRAP_FRAMES)
     assert zero.bootstrapped and zero.reference_frames == 0
+    assert len(zero.shot_frames) == PSEUDO_SHOTS and max(zero.shot_frames) < len(goods)
     after = [zero.inspect(p) for p in defects]
     assert all(r.threshold == insp.threshold and np.isfinite(r.threshold) for r in after)
     assert sum(r.is_anomalous for r in after) >= len(defects) // 2
@@ -134,12 +159,10 @@ def test_zero_shot_stream_bootstraps_shots_from_unflagged_frames(bundle_dir, syn
         ZeroShotInspector(insp, window=16, bootstrap_after=17)
 
 
-def test_eval_with_zero_shots_picks_shots_from_the_test_set(tmp_path):
+def test_eval_with_zero_shots_picks_shots_from_the_test_set(line_root):
     from edge_anomaly.evaluation import evaluate_category
-    from edge_anomaly.synthetic import generate_dataset
 
-    generate_dataset(tmp_path, ("fabric",), size=256, seed=5, n_train=1, n_good=10, n_defect=8)
-    report = evaluate_category(tmp_path / "fabric", shots=0, image_size=128, progress=False)
+    report = evaluate_category(line_root, shots=0, image_size=128, progress=False)
     assert report["shots"] == 0 and report["threshold_method"].startswith(BOOTSTRAP_METHOD)
     assert len(report["zero_shot_picked"]) == PSEUDO_SHOTS
     assert all(p.startswith("test/good/") for p in report["zero_shot_picked"])

@@ -36,6 +36,21 @@ def test_accuracy_benchmark(synth_root, tmp_path):
     assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
 
 
+def test_zero_shot_line_benchmark(synth_root, tmp_path):
+    from edge_anomaly.benchmarks import zero_shot_line
+
+    out = tmp_path / "line.json"
+    args = f"{synth_root} --defect-rate 0.1 --seeds 0 --image-size 64 --window 8 --bootstrap-after 8 --json {out}"
+    zero_shot_line.main(args.split())
+    report = json.loads(out.read_text())
+    assert [r["category"] for r in report["runs"]] == ["fabric", "gravel"]
+    for run in report["runs"]:
+        before, after = run["before"], run["after"]
+        assert before["frames"] + after["frames"] == 11 and before["defects"] + after["defects"] == 1  # 10 normal
+        assert run["bootstrapped_after_frame"] >= 8 and len(run["shot_images"]) == 4
+    assert report["command"].startswith("python -m edge_anomaly.benchmarks.zero_shot_line")
+
+
 def test_soak_benchmark(tmp_path):
     from edge_anomaly.benchmarks import soak
 
