@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import EdgeAnomalyError
+from .errors import EdgeAnomalyError, InputError
 from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 AUGMENT_HELP = "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images"
@@ -103,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--backend", default="auto")
     p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="a new product: ignore the bundle's shots, learn normal from the line (the most typical of the "
+        "first unflagged frames become the shots)",
+    )
+    p.add_argument("--save-bundle", type=Path, metavar="DIR", help="with --zero-shot: save the learnt shots there")
     p.set_defaults(run=_run)
 
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
@@ -230,7 +237,24 @@ def _run(args: argparse.Namespace) -> int:
 
     from .inspector import Inspector
 
+    if args.save_bundle is not None and not args.zero_shot:
+        raise InputError("--save-bundle goes with --zero-shot (use Inspector.save after add_normal_shots otherwise)")
+    if args.save_bundle is not None and args.save_bundle.exists():
+        raise InputError(f"{args.save_bundle} exists; --save-bundle writes a new bundle")
     inspector = Inspector.load(args.bundle, args.backend)
+    if args.zero_shot:
+        from .zero_shot import ZeroShotInspector
+
+        def saved(fitted: Inspector) -> None:
+            if args.save_bundle is None:
+                return
+            try:  # the line goes on whether or not the bundle could be written
+                fitted.save(args.save_bundle)
+                print(f"shots learnt from the line, saved as {args.save_bundle}", file=sys.stderr, flush=True)
+            except (OSError, EdgeAnomalyError, ValueError) as exc:
+                print(f"edge-anomaly run: could not save the learnt shots: {exc}", file=sys.stderr, flush=True)
+
+        inspector = ZeroShotInspector(inspector, on_bootstrap=saved)
     runner = inspector.stream(
         args.source, events=args.events, overlays=args.save_overlays, speak=args.speak, max_frames=args.max_frames
     )

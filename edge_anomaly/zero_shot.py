@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +135,8 @@ class ZeroShotInspector:
 
     The first ``MIN_FRAMES`` frames only fill the window (reported as passed, with an infinite threshold).
     Flagged frames never enter the window, so a run of defects cannot become the reference.
-    ``bootstrap_after=None`` keeps mutual scoring for good.
+    ``bootstrap_after=None`` keeps mutual scoring for good; ``on_bootstrap(inspector)`` is called once the
+    shots are taken (``edge-anomaly run --zero-shot --save-bundle`` saves them there).
     """
 
     def __init__(
@@ -144,12 +145,14 @@ class ZeroShotInspector:
         window: int = 32,
         fraction: float = FRACTION,
         bootstrap_after: int | None = MIN_BOOTSTRAP_FRAMES,
+        on_bootstrap: Callable[[Inspector], None] | None = None,
     ) -> None:
         if window < MIN_FRAMES:
             raise ValueError(f"window must hold at least {MIN_FRAMES} frames")
         if bootstrap_after is not None and not 2 * PSEUDO_SHOTS <= bootstrap_after <= window:
             raise ValueError(f"bootstrap_after must lie between {2 * PSEUDO_SHOTS} and the window ({window})")
         self.inspector, self.fraction, self.bootstrap_after = inspector, fraction, bootstrap_after
+        self.on_bootstrap = on_bootstrap  # called once with the fitted inspector, e.g. to save it as a bundle
         self.narrator = inspector.narrator
         self._window: deque[np.ndarray] = deque(maxlen=window)
         self._frames: deque[np.ndarray] = deque(maxlen=window)  # the same frames at the input size, to fit from
@@ -211,6 +214,8 @@ class ZeroShotInspector:
         self.shot_frames = sorted(self._numbers[i] for i in picked)
         for kept in (self._window, self._frames, self._scores, self._numbers):
             kept.clear()
+        if self.on_bootstrap is not None:
+            self.on_bootstrap(self.inspector)
 
     def stream(self, source, on_event=None, **options):
         """As ``Inspector.stream``, with zero-shot decisions."""

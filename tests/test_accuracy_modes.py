@@ -167,3 +167,23 @@ def test_eval_with_zero_shots_picks_shots_from_the_test_set(line_root):
     assert len(report["zero_shot_picked"]) == PSEUDO_SHOTS
     assert all(p.startswith("test/good/") for p in report["zero_shot_picked"])
     assert report["image_auroc"] > 0.8 and report["pixel_auroc"] > 0.8
+
+
+def test_cli_run_learns_shots_from_the_line_and_saves_them(bundle_dir, line_root, tmp_path, capsys):
+    from edge_anomaly import bundle_format as fmt
+    from edge_anomaly.bundle import open_bundle
+    from edge_anomaly.cli import main
+
+    out = tmp_path / "learnt"
+    source = f"{line_root}/*/good/*.png"  # 18 normal frames of the line
+    run = ["run", str(bundle_dir), "--source", source, "--quiet", "--backend", "onnxruntime-cpu"]
+    assert main([*run, "--save-bundle", str(out)]) == 2  # only with --zero-shot
+    assert "goes with --zero-shot" in capsys.readouterr().err
+    assert main([*run, "--zero-shot", "--save-bundle", str(out), "--events", str(tmp_path / "e.jsonl")]) == 0
+    assert "saved as" in capsys.readouterr().err
+    learnt = open_bundle(out)
+    assert (
+        len(learnt.files_of(fmt.ROLE_SHOT)) == PSEUDO_SHOTS
+        and "presumed normal" in learnt.manifest["threshold"]["method"]
+    )
+    assert main([*run, "--zero-shot", "--save-bundle", str(out)]) == 2  # never over an existing bundle
