@@ -145,30 +145,43 @@ class Inspector:
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("add_normal_shots needs at least one image")
+        return self._refit(self._bundle_shots() + new)
+
+    def _bundle_shots(self) -> list[np.ndarray]:
         if self._shots is None:
             self._shots = [read_image(p) for p in self.bundle.files_of(fmt.ROLE_SHOT)]
-        return self._refit(self._shots + new)
+        return self._shots
 
     def use_normal_shots(
         self, images: Sequence[ImageLike], color_order: str = "bgr", presumed_normal: Sequence[ImageLike] = ()
     ) -> Calibration:
-        """Replace the bundle's shots with these normal images: bank and threshold from them alone.
-
-        ``presumed_normal``: further frames, believed normal but not checked, that are kept out of the
-        bank; the threshold is raised to a robust bound of their scores (``raise_to_presumed_normal``).
-        Zero-shot bootstrapping passes the frames it found most typical of the line as shots, the next
-        most typical as presumed normal."""
+        """Replace the bundle's shots with these normal images: bank and threshold from them alone, then
+        raised by ``presumed_normal`` frames if any (see ``presume_normal``). Zero-shot bootstrapping passes
+        the frames it found most typical of the line as shots, the next most typical as presumed normal."""
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
         calibration = self._refit(new)
-        if not presumed_normal:
-            return calibration
-        extra = [as_rgb(im, color_order) for im in presumed_normal]
-        features = encode_images(self._backend, extra, self._prep)
+        return self.presume_normal(presumed_normal, color_order) if presumed_normal else calibration
+
+    def presume_normal(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
+        """Raise the threshold to a robust bound (median + 3 robust standard deviations) of these frames'
+        scores: frames of the running line, believed mostly normal but not checked, kept out of the bank.
+
+        Shots give a lenient threshold, the more so the fewer they are; on a simulated line with 10%
+        defects it flagged 23-42% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
+        The first frames of the line, presumed normal, show its real spread; a few defects among them cannot
+        drag the robust bound up. Never lowers the threshold."""
+        rgbs = [as_rgb(im, color_order) for im in frames]
+        if len(rgbs) < 2:
+            raise InputError(f"presume_normal needs at least 2 frames for a spread, got {len(rgbs)}")
+        if self._fit is None:  # the bundle's own fit, redone (deterministic) to have its held-out scores
+            self._refit(self._bundle_shots())
+        fit = self._fit
+        features = encode_images(self._backend, rgbs, self._prep)
         scores = np.concatenate([self._backend.decode(f[None], self._memory_bank)[1] for f in features])
-        calibration = raise_to_presumed_normal(calibration, scores)
-        self._fit = replace(self._fit, calibration=calibration)
+        calibration = raise_to_presumed_normal(fit.calibration, scores)
+        self._fit = replace(fit, calibration=calibration)
         self._calibration_threshold = calibration.threshold
         return calibration
 

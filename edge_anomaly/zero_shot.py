@@ -20,7 +20,7 @@ presumed normal and scored against the bank, and the threshold is raised to
 a robust bound of their scores (``calibration.raise_to_presumed_normal``).
 Every frame is then inspected against that bank. Figures (3 real dev
 categories) are in ``docs/accuracy.md``: ``benchmarks.accuracy --shots 0``
-for a batch, ``benchmarks.zero_shot_line`` for a line with 10% defects. With
+for a batch, ``benchmarks.line --shots 0`` for a line with 10% defects. With
 fewer frames the decision is an outlier test over the mutual scores: above
 the median by ``OUTLIER_Z`` robust standard deviations (1.4826 x MAD), which
 assumes, as a line does, that most frames are normal.

@@ -187,3 +187,18 @@ def test_cli_run_learns_shots_from_the_line_and_saves_them(bundle_dir, line_root
         and "presumed normal" in learnt.manifest["threshold"]["method"]
     )
     assert main([*run, "--zero-shot", "--save-bundle", str(out)]) == 2  # never over an existing bundle
+
+
+def test_presume_normal_raises_a_loaded_bundles_threshold_from_line_frames(bundle_dir, line_root, tmp_path):
+    from edge_anomaly.errors import InputError
+
+    insp = _fresh(bundle_dir)
+    bank, threshold = insp.memory_bank.copy(), insp.threshold
+    frames = list_images(line_root / "test" / "good")[:8]
+    calibration = insp.presume_normal(frames)
+    assert np.array_equal(insp.memory_bank, bank)  # the bundle's fit, redone, is the bundle's bank
+    assert insp.threshold == calibration.threshold >= threshold and "8 frames presumed normal" in calibration.method
+    saved = insp.save(tmp_path / "settled")
+    assert saved.threshold == insp.threshold and saved.manifest["threshold"]["normal_scores"]["count"] == 3 * 4 + 8
+    with pytest.raises(InputError, match="at least 2 frames"):
+        insp.presume_normal(frames[:1])

@@ -36,19 +36,22 @@ def test_accuracy_benchmark(synth_root, tmp_path):
     assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
 
 
-def test_zero_shot_line_benchmark(synth_root, tmp_path):
-    from edge_anomaly.benchmarks import zero_shot_line
+@pytest.mark.parametrize(("shots", "settle"), [(0, 0), (2, 0), (2, 4)])
+def test_line_benchmark(synth_root, tmp_path, shots, settle):
+    from edge_anomaly.benchmarks import line
 
     out = tmp_path / "line.json"
-    args = f"{synth_root} --defect-rate 0.1 --seeds 0 --image-size 64 --window 8 --bootstrap-after 8 --json {out}"
-    zero_shot_line.main(args.split())
+    args = f"{synth_root} --shots {shots} --settle {settle} --seeds 0 --image-size 64 --window 8 --bootstrap-after 8"
+    line.main([*args.split(), "--json", str(out)])
     report = json.loads(out.read_text())
     assert [r["category"] for r in report["runs"]] == ["fabric", "gravel"]
     for run in report["runs"]:
-        before, after = run["before"], run["after"]
-        assert before["frames"] + after["frames"] == 11 and before["defects"] + after["defects"] == 1  # 10 normal
-        assert run["bootstrapped_after_frame"] >= 8 and len(run["shot_images"]) == 4
-    assert report["command"].startswith("python -m edge_anomaly.benchmarks.zero_shot_line")
+        phases = (run["warmup"], run["calibrated"])
+        assert sum(f["frames"] for f in phases) == 11 - shots and sum(f["defects"] for f in phases) == 1  # 10 normal
+        assert len(run["shot_images"]) == (4 if shots == 0 else shots)
+        assert run["warmup"]["frames"] == (run["shots_learnt_after_frame"] if shots == 0 else settle)
+        assert shots or run["shots_learnt_after_frame"] >= 8
+    assert report["command"].startswith("python -m edge_anomaly.benchmarks.line")
 
 
 def test_soak_benchmark(tmp_path):
