@@ -8,7 +8,7 @@ The test sets of anomaly benchmarks are mostly defective, which rewards a lenien
 mostly normal, where every false alarm stops it. So the stream holds every normal image of the category
 (``train/good`` and ``test/good``, less the K shots) and as many of its anomalous test images as make
 ``--defect-rate`` of the stream. With ``--settle N`` (K shots given), the first N frames of the line are
-then presumed normal and raise the threshold (``Inspector.presume_normal``). Reported per run: the shots,
+then presumed normal and raise the threshold (``SettlingInspector``). Reported per run: the shots,
 and the decisions (false-positive rate on normal frames, recall on defects) during the warm-up (zero-shot:
 before the shots were learnt; settling: the first N frames) and after it, with the final threshold; in
 zero-shot mode also the frame at which the shots were learnt and how many of them were defective.
@@ -27,6 +27,7 @@ from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.evaluation import is_category, load_test_set
 from edge_anomaly.images import list_images
 from edge_anomaly.inspector import Inspector
+from edge_anomaly.settling import MIN_SETTLE_FRAMES, SettlingInspector
 from edge_anomaly.zero_shot import MIN_BOOTSTRAP_FRAMES, ZeroShotInspector
 
 
@@ -66,15 +67,13 @@ def run_line(category: Path, work: Path, args: argparse.Namespace, seed: int) ->
     defects = [it.path for it in load_test_set(category) if it.is_anomalous]
     frames = line_of(normals, defects, args.defect_rate, rng)
     zero = ZeroShotInspector(inspector, args.window, bootstrap_after=args.bootstrap_after) if not args.shots else None
-    detector = zero or inspector
+    detector = zero or (SettlingInspector(inspector, args.settle) if args.settle else inspector)
     decisions, labels, warmup = [], [], args.settle if zero is None else None
     for i, (path, defective) in enumerate(frames):
         decisions.append(detector.inspect(path).is_anomalous)
         labels.append(defective)
         if warmup is None and zero.bootstrapped:
             warmup = i + 1  # frames up to and including this one were inspected before the shots were taken
-        if zero is None and args.settle and i + 1 == args.settle:
-            inspector.presume_normal([p for p, _ in frames[: args.settle]])
     split = len(frames) if warmup is None else warmup
     report = {
         "category": category.name,
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.settle and (args.shots == 0 or args.settle < 2):
-        parser.error("--settle needs shots (zero-shot learns its threshold from the line itself) and N >= 2")
+    if args.settle and (args.shots == 0 or args.settle < MIN_SETTLE_FRAMES):
+        parser.error(f"--settle needs shots (zero-shot learns its threshold itself) and N >= {MIN_SETTLE_FRAMES}")
     if not 0 <= args.defect_rate < 0.5:
         parser.error("--defect-rate must lie in [0, 0.5): a line is mostly normal")
     categories = sorted(p for p in args.root.iterdir() if is_category(p))

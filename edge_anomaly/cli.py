@@ -109,7 +109,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a new product: ignore the bundle's shots, learn normal from the line (the most typical of the "
         "first unflagged frames become the shots)",
     )
-    p.add_argument("--save-bundle", type=Path, metavar="DIR", help="with --zero-shot: save the learnt shots there")
+    p.add_argument(
+        "--settle",
+        type=int,
+        metavar="N",
+        help="presume the first N frames of the line normal and raise the threshold to a robust bound of their "
+        "scores: far fewer false alarms, fewer defects found (docs/accuracy.md, 'On a line')",
+    )
+    p.add_argument(
+        "--save-bundle", type=Path, metavar="DIR", help="with --zero-shot or --settle: save the result there"
+    )
     p.set_defaults(run=_run)
 
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
@@ -237,24 +246,31 @@ def _run(args: argparse.Namespace) -> int:
 
     from .inspector import Inspector
 
-    if args.save_bundle is not None and not args.zero_shot:
-        raise InputError("--save-bundle goes with --zero-shot (use Inspector.save after add_normal_shots otherwise)")
+    if args.zero_shot and args.settle is not None:
+        raise InputError("--settle is for given shots; --zero-shot sets its threshold from the line by itself")
+    if args.save_bundle is not None and not (args.zero_shot or args.settle is not None):
+        raise InputError("--save-bundle goes with --zero-shot or --settle: otherwise nothing changes")
     if args.save_bundle is not None and args.save_bundle.exists():
         raise InputError(f"{args.save_bundle} exists; --save-bundle writes a new bundle")
     inspector = Inspector.load(args.bundle, args.backend)
+
+    def saved(fitted: Inspector) -> None:
+        if args.save_bundle is None:
+            return
+        try:  # the line goes on whether or not the bundle could be written
+            fitted.save(args.save_bundle)
+            print(f"learnt from the line, saved as {args.save_bundle}", file=sys.stderr, flush=True)
+        except (OSError, EdgeAnomalyError, ValueError) as exc:
+            print(f"edge-anomaly run: could not save what was learnt: {exc}", file=sys.stderr, flush=True)
+
     if args.zero_shot:
         from .zero_shot import ZeroShotInspector
 
-        def saved(fitted: Inspector) -> None:
-            if args.save_bundle is None:
-                return
-            try:  # the line goes on whether or not the bundle could be written
-                fitted.save(args.save_bundle)
-                print(f"shots learnt from the line, saved as {args.save_bundle}", file=sys.stderr, flush=True)
-            except (OSError, EdgeAnomalyError, ValueError) as exc:
-                print(f"edge-anomaly run: could not save the learnt shots: {exc}", file=sys.stderr, flush=True)
-
         inspector = ZeroShotInspector(inspector, on_bootstrap=saved)
+    elif args.settle is not None:
+        from .settling import SettlingInspector
+
+        inspector = SettlingInspector(inspector, args.settle, on_settled=saved)
     runner = inspector.stream(
         args.source, events=args.events, overlays=args.save_overlays, speak=args.speak, max_frames=args.max_frames
     )

@@ -177,8 +177,9 @@ def test_cli_run_learns_shots_from_the_line_and_saves_them(bundle_dir, line_root
     out = tmp_path / "learnt"
     source = f"{line_root}/*/good/*.png"  # 18 normal frames of the line
     run = ["run", str(bundle_dir), "--source", source, "--quiet", "--backend", "onnxruntime-cpu"]
-    assert main([*run, "--save-bundle", str(out)]) == 2  # only with --zero-shot
+    assert main([*run, "--save-bundle", str(out)]) == 2  # only with --zero-shot or --settle
     assert "goes with --zero-shot" in capsys.readouterr().err
+    assert main([*run, "--zero-shot", "--settle", "8"]) == 2
     assert main([*run, "--zero-shot", "--save-bundle", str(out), "--events", str(tmp_path / "e.jsonl")]) == 0
     assert "saved as" in capsys.readouterr().err
     learnt = open_bundle(out)
@@ -202,3 +203,35 @@ def test_presume_normal_raises_a_loaded_bundles_threshold_from_line_frames(bundl
     assert saved.threshold == insp.threshold and saved.manifest["threshold"]["normal_scores"]["count"] == 3 * 4 + 8
     with pytest.raises(InputError, match="at least 2 frames"):
         insp.presume_normal(frames[:1])
+
+
+def test_cli_run_settles_given_shots_on_the_first_frames(bundle_dir, line_root, tmp_path, capsys):
+    from edge_anomaly.bundle import open_bundle
+    from edge_anomaly.cli import main
+    from edge_anomaly.settling import SettlingInspector
+
+    out = tmp_path / "settled"
+    source = f"{line_root}/test/good/*.png"
+    run = ["run", str(bundle_dir), "--source", source, "--quiet", "--backend", "onnxruntime-cpu"]
+    assert main([*run, "--settle", "8", "--save-bundle", str(out)]) == 0
+    assert "saved as" in capsys.readouterr().err
+    settled = open_bundle(out)
+    assert "8 frames presumed normal" in settled.manifest["threshold"]["method"]
+    assert settled.threshold >= open_bundle(bundle_dir).threshold
+    with pytest.raises(ValueError, match="at least 8 frames"):
+        SettlingInspector(_fresh(bundle_dir), frames=4)
+
+
+def test_settling_inspector_raises_the_threshold_after_its_frames(bundle_dir, line_root):
+    from edge_anomaly.settling import SettlingInspector
+
+    insp = _fresh(bundle_dir)
+    before = insp.threshold
+    calls = []
+    settling = SettlingInspector(insp, frames=8, on_settled=calls.append)
+    goods = list_images(line_root / "test" / "good")
+    first = [settling.inspect(p) for p in goods[:8]]
+    assert settling.settled and calls == [insp] and all(r.threshold == before for r in first)
+    assert all(r.source == str(p) for r, p in zip(first, goods))
+    later = settling.inspect(goods[8])
+    assert later.threshold == insp.threshold >= before

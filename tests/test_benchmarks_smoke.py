@@ -36,7 +36,7 @@ def test_accuracy_benchmark(synth_root, tmp_path):
     assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize(("shots", "settle"), [(0, 0), (2, 0), (2, 4)])
+@pytest.mark.parametrize(("shots", "settle"), [(0, 0), (2, 0), (2, 8)])
 def test_line_benchmark(synth_root, tmp_path, shots, settle):
     from edge_anomaly.benchmarks import line
 
