@@ -38,9 +38,9 @@ class SettlingInspector:
         self.settled = False
 
     def inspect(self, frame: ImageLike, color_order: str = "bgr") -> InspectionResult:
+        result = self.inspector.inspect(frame, color_order)  # a path stays the result's source
         if self.settled:
-            return self.inspector.inspect(frame, color_order)
-        result = self.inspector.inspect(frame, color_order)  # first, so a path stays the result's source
+            return result
         self._seen.append(resize_square(as_rgb(frame, color_order), self.inspector.preprocessing.size))
         if len(self._seen) >= self.frames:
             self.inspector.presume_normal(self._seen, "rgb")
