@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.evaluation import evaluate_category, is_category, mean_report
+from edge_anomaly.placement import DEFAULT_LAYOUT, LAYOUTS
 from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 COLUMNS = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--encoder", default="lite0")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
+    parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
     parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress=False,
                         overlays=overlays,
                         augmentation=args.augment,
+                        layout=args.layout,
                         head_weight=args.head_weight,
                     )
                 )

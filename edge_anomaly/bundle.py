@@ -26,6 +26,7 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .errors import BundleError
+from .placement import PLACE_COLUMNS
 
 
 def sha256_file(path: Path) -> str:
@@ -173,7 +174,7 @@ def _load_memory_bank(path: Path, manifest: dict[str, Any]) -> np.ndarray:
         bank = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise BundleError(f"{path}: not a plain numpy array ({exc})") from None
-    expected = (int(manifest["memory_bank"]["size"]), int(manifest["encoder"]["feature_dim"]))
+    expected = (int(manifest["memory_bank"]["size"]), int(manifest["encoder"]["feature_dim"]) + PLACE_COLUMNS)
     if bank.dtype != np.float32 or bank.shape != expected:
         raise BundleError(f"{path}: expected float32 {expected}, found {bank.dtype} {bank.shape}")
     return bank

@@ -6,7 +6,7 @@ refuses any bundle whose files disagree with it.
 """
 
 FORMAT_NAME = "edge-anomaly-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bank rows carry place and reach (placement)
 
 MANIFEST = "manifest.json"
 ENCODER_ONNX = "encoder.onnx"

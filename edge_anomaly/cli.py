@@ -13,9 +13,14 @@ import sys
 from pathlib import Path
 
 from .errors import EdgeAnomalyError, InputError
+from .placement import DEFAULT_LAYOUT, LAYOUTS
 from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 AUGMENT_HELP = "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images"
+LAYOUT_HELP = (
+    "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, no views), "
+    "'free' (anywhere) or 'auto' (aligned when the shots show it)"
+)
 HEAD_HELP = "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 with lite0)"
 
 EXIT_USAGE = 2
@@ -43,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="lite0", help="lite0, lite1, lite2 or a .pth checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing shots")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
+    p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
@@ -128,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--encoder", default="lite0")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
+    p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
@@ -155,6 +162,7 @@ def _export(args: argparse.Namespace) -> int:
         seed=args.seed,
         augmentation=args.augment,
         head_weight=args.head_weight,
+        layout=args.layout,
     )
     t = bundle.manifest["threshold"]
     print(
@@ -323,7 +331,7 @@ def _eval(args: argparse.Namespace) -> int:
     categories = [args.path] if is_category(args.path) else sorted(p for p in args.path.iterdir() if is_category(p))
     if not categories:
         raise FileNotFoundError(f"{args.path} is neither an MVTec-layout category nor a folder of them")
-    fit = {"augmentation": args.augment, "head_weight": args.head_weight}
+    fit = {"augmentation": args.augment, "head_weight": args.head_weight, "layout": args.layout}
     reports = [
         evaluate_category(c, args.shots, args.seed, args.image_size, args.encoder, args.backend, **fit)
         for c in categories

@@ -27,6 +27,7 @@ from .errors import InputError
 from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
 from .overlay import save_overlay
+from .placement import DEFAULT_LAYOUT
 from .shot_views import DEFAULT_AUGMENTATION
 from .zero_shot import mutual_results
 
@@ -76,6 +77,7 @@ def evaluate_category(
     overlays: Path | None = None,
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
+    layout: str = DEFAULT_LAYOUT,
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
 
@@ -97,6 +99,7 @@ def evaluate_category(
             seed=seed,
             augmentation=augmentation,
             head_weight=head_weight,
+            layout=layout,
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
@@ -133,6 +136,8 @@ def evaluate_category(
         "image_size": image_size,
         "encoder": encoder,
         "augmentation": augmentation,
+        "layout": inspector.layout,  # as applied to the shots, picked or (zero-shot) learnt
+        "aligned_share": inspector.aligned_share,
         "text_free_head": bundle.manifest["decoder"].get("text_free_head"),
         "backend": inspector.backend_name,
         "threshold": float(np.median(thresholds)),

@@ -20,6 +20,7 @@ from .bundle import Bundle, seal_bundle
 from .calibration import Calibration, calibrate_held_out_quarters
 from .images import preprocess, resize_square
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
+from .placement import DEFAULT_LAYOUT, EVERYWHERE, PLACE_COLUMNS, REACH, resolve_layout, with_places
 from .shot_views import DEFAULT_AUGMENTATION, bank_limit, patch_sources, resolve_augmentation, shot_views
 
 ENCODE_BATCH = 8
@@ -39,11 +40,14 @@ class Preprocessing:
 @dataclass(frozen=True)
 class FewShotFit:
     shots: list[np.ndarray]  # RGB uint8 at the input size
-    memory_bank: np.ndarray
+    memory_bank: np.ndarray  # rows: feature, place, reach (``placement``)
     calibration: Calibration
     coreset: bool
     augmentation: str = "none"  # as applied
     augmentation_requested: str = "none"  # as asked ("auto" is resolved again when shots are added)
+    layout: str = "free"  # as applied
+    layout_requested: str = "free"
+    aligned_share: float | None = None  # the evidence ``auto`` decided on (None with one shot)
 
 
 def encode_images(backend, images: list[np.ndarray], prep: Preprocessing) -> np.ndarray:
@@ -59,19 +63,36 @@ def fit_normal_shots(
     max_bank: int = DEFAULT_MAX_SIZE,
     seed: int = 0,
     augmentation: str = DEFAULT_AUGMENTATION,
+    layout: str = DEFAULT_LAYOUT,
+    presumed_normal: list[np.ndarray] = (),
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
-    anomalous image."""
+    anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.
+
+    ``presumed_normal``: frames believed normal that are not shots, more evidence for the layout (never in the
+    bank). Zero-shot bootstrapping picks the most typical frames of a line as shots, and those tend to share
+    one pose: the 4 most typical screws of the dev set looked aligned, the 16 most typical did not."""
     if not shots:
         raise ValueError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
+    plain = encode_images(backend, shots, prep)
+    evidence = plain
+    if len(presumed_normal):
+        more = encode_images(backend, [resize_square(f, prep.size) for f in presumed_normal], prep)
+        evidence = np.concatenate([plain, more])
+    requested_layout, (applied_layout, share) = layout, resolve_layout(layout, evidence)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
-    views = [v for shot in shots for v in shot_views(shot, augmentation)]
-    n_views = len(views) // len(shots)
-    features = encode_images(backend, views, prep)
-    features = features.reshape(len(shots), n_views, *features.shape[1:])
-
-    dim = features.shape[-1]
+    if applied_layout == "aligned":
+        if requested == "dihedral":
+            raise ValueError("dihedral views contradict an aligned layout: parts that turn are not aligned")
+        augmentation = "none"
+    views = [v for shot in shots for v in shot_views(shot, augmentation)[1:]]
+    n_views = 1 + len(views) // len(shots)
+    features = plain[:, None]
+    if views:
+        turned = encode_images(backend, views, prep).reshape(len(shots), n_views - 1, *plain.shape[1:])
+        features = np.concatenate([features, turned], axis=1)
+    rows = with_places(features, REACH if applied_layout == "aligned" else EVERYWHERE)  # [K x V x N x (D + 3)]
 
     def reduce_patches(patches: np.ndarray) -> np.ndarray:
         return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed)
@@ -81,16 +102,19 @@ def fit_normal_shots(
 
     # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
     # the calibration's held-out banks included, is a union of ready parts: one coreset per shot, not per bank.
-    shot_banks = [reduce_patches(features[i].reshape(-1, dim)) for i in range(len(shots))]
+    shot_banks = [reduce_patches(rows[i].reshape(-1, rows.shape[-1])) for i in range(len(shots))]
 
     def decode_maps(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
-        return backend.decode(query, bank)[0]
+        return backend.decode(query[..., :-PLACE_COLUMNS], bank)[0]
 
     side = math.isqrt(features.shape[2])
     sources = patch_sources(side, augmentation)
-    calibration = calibrate_held_out_quarters(features, sources, shot_banks, reduce_patches, merge, decode_maps)
+    calibration = calibrate_held_out_quarters(rows, sources, shot_banks, reduce_patches, merge, decode_maps)
     bank = merge(shot_banks)
-    return FewShotFit(shots, bank, calibration, len(bank) < features.size // dim, augmentation, requested)
+    coreset = len(bank) < features.shape[0] * features.shape[1] * features.shape[2]
+    return FewShotFit(
+        shots, bank, calibration, coreset, augmentation, requested, applied_layout, requested_layout, share
+    )
 
 
 def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
@@ -121,5 +145,10 @@ def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
         "coreset": fit.coreset,
         "augmentation": fit.augmentation,
         "augmentation_requested": fit.augmentation_requested,
+        "layout": fit.layout,
+        "layout_requested": fit.layout_requested,
+        "aligned_share": fit.aligned_share,
+        "reach": REACH if fit.layout == "aligned" else None,
+        "columns": f"patch feature ({fit.memory_bank.shape[1] - PLACE_COLUMNS}), grid row, grid column, reach",
     }
     return seal_bundle(root, manifest, roles)

@@ -161,8 +161,9 @@ class Inspector:
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
-        calibration = self._refit(new)
-        return self.presume_normal(presumed_normal, color_order) if presumed_normal else calibration
+        presumed = [as_rgb(im, color_order) for im in presumed_normal]
+        calibration = self._refit(new, presumed)
+        return self.presume_normal(presumed, "rgb") if presumed else calibration
 
     def presume_normal(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
         """Raise the threshold to a robust bound (median + 3 robust standard deviations) of these frames'
@@ -185,10 +186,26 @@ class Inspector:
         self._calibration_threshold = calibration.threshold
         return calibration
 
-    def _refit(self, shots: list[np.ndarray]) -> Calibration:
+    @property
+    def layout(self) -> str:
+        """Where patches find their match (``placement``): ``aligned`` or ``free``, as the current shots set it."""
+        return self._fit.layout if self._fit is not None else self.bundle.manifest["memory_bank"]["layout"]
+
+    @property
+    def aligned_share(self) -> float | None:
+        """The evidence the layout was chosen on (``placement.aligned_share``; None with one shot)."""
+        if self._fit is not None:
+            return self._fit.aligned_share
+        return self.bundle.manifest["memory_bank"]["aligned_share"]
+
+    def _refit(self, shots: list[np.ndarray], presumed_normal: list[np.ndarray] = ()) -> Calibration:
+        """Bank and threshold from ``shots``; ``presumed_normal`` frames only add evidence for the layout."""
         bank = self.bundle.manifest["memory_bank"]
         augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
-        fit = fit_normal_shots(self._backend, shots, self._prep, augmentation=augmentation)
+        layout = bank.get("layout_requested", bank.get("layout", "free"))
+        fit = fit_normal_shots(
+            self._backend, shots, self._prep, augmentation=augmentation, layout=layout, presumed_normal=presumed_normal
+        )
         self._shots = fit.shots
         self._memory_bank = fit.memory_bank
         self._calibration_threshold = fit.calibration.threshold

@@ -3,24 +3,46 @@
 Few shots go in whole. Past ``max_size`` patches the bank is reduced with
 PatchCore's greedy k-center coreset: it keeps the patches that cover the
 feature space best, so rare-but-normal patches survive the cut (a random
-subsample would drop them and raise false alarms).
+subsample would drop them and raise false alarms). An aligned bank (rows that
+reach only near their place, see ``placement``) is reduced place by place, so
+that every place keeps patches to match: one coreset over all places would
+keep a few patches of a plain region and leave the rest of it unmatched.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .placement import PLACE_COLUMNS, is_aligned
+
 DEFAULT_MAX_SIZE = 8192
 
 
-def build_memory_bank(features: np.ndarray, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0) -> np.ndarray:
-    """Patch features ``[N x D]`` -> memory bank ``[min(N, max_size) x D]`` float32."""
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if features.ndim != 2:
-        raise ValueError(f"features must be [N x D], got shape {features.shape}")
-    if len(features) <= max_size:
-        return features
-    return features[greedy_coreset(features, max_size, seed)]
+def build_memory_bank(rows: np.ndarray, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0) -> np.ndarray:
+    """Bank rows ``[N x (D + 3)]`` (feature, place, reach; ``placement.with_places``) -> memory bank
+    ``[min(N, max_size) x (D + 3)]`` float32. Rows are chosen by their features alone."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] <= PLACE_COLUMNS:
+        raise ValueError(f"bank rows must be [N x (D + {PLACE_COLUMNS})], got shape {rows.shape}")
+    if len(rows) <= max_size:
+        return rows
+    if is_aligned(rows):
+        return rows[coreset_per_place(rows, max_size, seed)]
+    return rows[greedy_coreset(rows[:, :-PLACE_COLUMNS], max_size, seed)]
+
+
+def coreset_per_place(rows: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Indices of about ``size`` rows (at least one per place), the same share of each place's rows chosen by
+    greedy k-center over that place's features."""
+    places, group = np.unique(rows[:, -PLACE_COLUMNS:-1], axis=0, return_inverse=True)
+    per_place = max(1, size // len(places))
+    chosen = []
+    for g in range(len(places)):
+        members = np.flatnonzero(group.ravel() == g)
+        if len(members) > per_place:
+            members = members[greedy_coreset(rows[members, :-PLACE_COLUMNS], per_place, seed)]
+        chosen.append(members)
+    return np.sort(np.concatenate(chosen))
 
 
 def greedy_coreset(features: np.ndarray, size: int, seed: int = 0, projection_dim: int = 128) -> np.ndarray:

@@ -46,6 +46,7 @@ from .errors import InputError
 from .few_shot import encode_images
 from .images import ImageLike, as_rgb, resize_square
 from .inspector import InspectionResult, Inspector
+from .placement import free_rows
 
 FRACTION = 0.3
 MIN_FRAMES = 4  # fewer other frames than this and there is no "most frames" to compare against
@@ -65,10 +66,11 @@ def mutual_maps(inspector: Inspector, features: np.ndarray, fraction: float = FR
     if count < MIN_FRAMES + 1:
         raise InputError(f"zero-shot scoring needs at least {MIN_FRAMES + 1} frames, got {count}")
     keep = max(1, math.ceil(fraction * (count - 1)))
+    banks = [free_rows(f) for f in features]  # no shot shows yet whether the product sits aligned
     out = []
     for start in range(0, count, DECODE_BATCH):
         queries = features[start : start + DECODE_BATCH]
-        stack = np.stack([inspector.backend.decode(queries, features[j])[0] for j in range(count)])  # [B x b x H x W]
+        stack = np.stack([inspector.backend.decode(queries, banks[j])[0] for j in range(count)])  # [B x b x H x W]
         for k in range(len(queries)):
             stack[start + k, k] = np.inf  # a frame is not its own reference
         out.append(np.sort(stack, axis=0)[:keep].mean(axis=0))
@@ -186,7 +188,7 @@ class ZeroShotInspector:
             blank = np.zeros(rgb.shape[:2], np.float32)
             return self.inspector.finding(rgb, blank, 0.0, source, threshold=math.inf)
         keep = max(1, math.ceil(self.fraction * len(self._window)))
-        maps = np.stack([self.inspector.backend.decode(features, bank)[0][0] for bank in self._window])
+        maps = np.stack([self.inspector.backend.decode(features, free_rows(f))[0][0] for f in self._window])
         anomaly_map = np.sort(maps, axis=0)[:keep].mean(axis=0)
         score = float(anomaly_map.max())
         threshold = outlier_threshold(self._scores) if len(self._scores) >= MIN_FRAMES else math.inf

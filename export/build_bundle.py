@@ -18,6 +18,7 @@ from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
 from edge_anomaly.images import list_images, read_image
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
+from edge_anomaly.placement import DEFAULT_LAYOUT
 from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from edge_anomaly.shot_views import DEFAULT_AUGMENTATION
 
@@ -48,6 +49,7 @@ def build_bundle(
     max_bank: int = DEFAULT_MAX_SIZE,
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
+    layout: str = DEFAULT_LAYOUT,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
     ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default)."""
@@ -65,7 +67,7 @@ def build_bundle(
         prep = Preprocessing(
             image_size, tuple(graphs.manifest["input"]["mean"]), tuple(graphs.manifest["input"]["std"])
         )
-        fit = fit_normal_shots(backend, images, prep, max_bank, seed, augmentation)
+        fit = fit_normal_shots(backend, images, prep, max_bank, seed, augmentation, layout)
         manifest = {
             **graphs.manifest,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

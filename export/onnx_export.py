@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
+from edge_anomaly.placement import PLACE_COLUMNS
 
 from .efficientnet_lite import load_efficientnet_lite
 from .encoders import resolve_encoder
@@ -121,7 +122,7 @@ def export_onnx(graphs: DetectorGraphs, out_dir: Path) -> tuple[Path, Path]:
     image = torch.zeros(1, 3, size, size)
     with torch.no_grad():
         features = graphs.encoder(image)
-    bank = torch.zeros(4, features.shape[-1])
+    bank = torch.zeros(4, features.shape[-1] + PLACE_COLUMNS)  # feature, place, reach (placement)
     encoder_path, decoder_path = out_dir / fmt.ENCODER_ONNX, out_dir / fmt.DECODER_ONNX
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constant shapes, expected here

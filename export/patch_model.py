@@ -13,7 +13,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edge_anomaly.placement import PLACE_COLUMNS
+
 from .efficientnet_lite import EfficientNetLite
+
+# Added to the squared distance of rows out of reach: far above any squared distance of per-stage unit
+# features, so such a row never is the nearest while one in reach exists (every aligned bank covers every place).
+OUT_OF_REACH = 1.0e4
 
 
 class PatchEncoder(nn.Module):
@@ -62,11 +68,17 @@ class NearestNeighbourDecoder(nn.Module):
     separable Gaussian; the image score is the map's maximum, so an image is
     anomalous exactly when some pixel of its map exceeds the threshold.
 
+    Each bank row ends with its place on the patch grid and its reach
+    (``edge_anomaly.placement``): a patch matches only rows whose place lies
+    within their reach of its own (Chebyshev, grid cells). A free bank's rows
+    reach everywhere; an aligned bank's rows only a few cells, so a normal
+    look at the wrong place scores as anomalous.
+
     With a ``head`` (``text_free_head``), its abnormal probability times
     ``head_weight`` is added to each patch's distance before upsampling: the
     trained map sharpens the few-shot one, as in AnomalyGPT.
 
-    Inputs: ``features [B x N x D]``, ``memory_bank [M x D]`` (M dynamic).
+    Inputs: ``features [B x N x D]``, ``memory_bank [M x (D + 3)]`` (M dynamic).
     Outputs: ``anomaly_map [B x H x W]``, ``score [B]``.
     """
 
@@ -87,6 +99,8 @@ class NearestNeighbourDecoder(nn.Module):
         self.register_buffer("kernel_x", k.view(1, 1, 1, -1))
         self.register_buffer("kernel_y", k.view(1, 1, -1, 1))
         self.radius = (k.numel() - 1) // 2
+        rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+        self.register_buffer("places", torch.stack([rows.flatten(), cols.flatten()], dim=1).float())
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patch_scores = self.patch_distances(features, memory_bank)
@@ -95,10 +109,13 @@ class NearestNeighbourDecoder(nn.Module):
         return self.image_map(patch_scores)
 
     def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
-        """``[B x N]``: each patch's distance to its nearest normal patch."""
+        """``[B x N]``: each patch's distance to its nearest normal patch within reach."""
+        bank, place, reach = memory_bank[:, :-PLACE_COLUMNS], memory_bank[:, -PLACE_COLUMNS:-1], memory_bank[:, -1]
         f_sq = (features * features).sum(-1, keepdim=True)
-        m_sq = (memory_bank * memory_bank).sum(-1)
-        d_sq = f_sq - 2.0 * torch.matmul(features, memory_bank.t()) + m_sq
+        m_sq = (bank * bank).sum(-1)
+        d_sq = f_sq - 2.0 * torch.matmul(features, bank.t()) + m_sq
+        apart = (self.places[:, None, :] - place[None, :, :]).abs().amax(dim=-1)  # [N x M] grid cells
+        d_sq = d_sq + (apart > reach).float() * OUT_OF_REACH
         return torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

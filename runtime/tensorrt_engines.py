@@ -33,6 +33,7 @@ from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle
 from edge_anomaly.errors import BackendError
 from edge_anomaly.images import read_image
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
+from edge_anomaly.placement import PLACE_COLUMNS
 
 from .gpu_info import GpuInfo, detect_gpu
 
@@ -137,13 +138,13 @@ def _profiles(bundle: Bundle, options: EngineOptions) -> dict[str, dict[str, tup
     size = bundle.input_size
     grid = bundle.manifest["encoder"]["grid"]
     n, dim = grid[0] * grid[1], bundle.manifest["encoder"]["feature_dim"]
-    bank = int(bundle.manifest["memory_bank"]["size"])
+    bank, row = int(bundle.manifest["memory_bank"]["size"]), dim + PLACE_COLUMNS
     b = options.max_batch
     return {
         "encoder": {fmt.ENCODER_INPUT: ((1, 3, size, size), (1, 3, size, size), (b, 3, size, size))},
         "decoder": {
             fmt.DECODER_INPUTS[0]: ((1, n, dim), (1, n, dim), (b, n, dim)),
-            fmt.DECODER_INPUTS[1]: ((1, dim), (bank, dim), (max(bank, options.max_bank), dim)),
+            fmt.DECODER_INPUTS[1]: ((1, row), (bank, row), (max(bank, options.max_bank), row)),
         },
     }
 

@@ -132,3 +132,19 @@ def test_simulated_anomalies_are_masked_where_pixels_changed():
     defective = masks.reshape(40, -1).any(1)
     assert 0.6 <= defective.mean() <= 0.95  # about 80% carry a defect
     assert masks[defective].reshape(int(defective.sum()), -1).mean(1).max() < 0.5  # defects, not whole images
+
+
+def test_layout_gate_benchmark(synth_root, tmp_path):
+    from edge_anomaly.benchmarks import layout_gate
+    from edge_anomaly.placement import ALIGNED_SHARE
+
+    out = tmp_path / "gate.json"
+    layout_gate.main([str(synth_root), "--shots", "2", "3", "--draws", "2", "--image-size", "64", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert [(r["category"], r["shots"]) for r in report["runs"]] == [
+        (c, k) for c in ("fabric", "gravel") for k in (2, 3)
+    ]
+    for run in report["runs"]:
+        assert len(run["shares"]) == 2 and 0.0 <= run["min"] <= run["max"] <= 1.0
+        assert run["aligned_draws"] == sum(s >= ALIGNED_SHARE for s in run["shares"])
+    assert report["aligned_share_threshold"] == ALIGNED_SHARE

@@ -9,6 +9,7 @@ from edge_anomaly.calibration import MAX_HELD_OUT_SHOTS, calibrate_held_out_quar
 from edge_anomaly.findings import GRID_WORDS, find_regions, grid_location
 from edge_anomaly.memory_bank import build_memory_bank, greedy_coreset
 from edge_anomaly.metrics import au_pro, best_accuracy, pixel_auroc
+from edge_anomaly.placement import free_rows
 from edge_anomaly.shot_views import patch_sources
 from edge_anomaly.synthetic import DEFECTS, add_defect, normal_image, texture_source
 
@@ -67,13 +68,16 @@ def test_best_accuracy_is_the_ceiling():
 
 def test_coreset_keeps_the_outlier_and_the_size():
     rng = np.random.default_rng(0)
-    features = rng.normal(0, 0.01, (2000, 16)).astype(np.float32)
-    features[1234] = 5.0  # a rare but real normal patch
-    bank = build_memory_bank(features, max_size=50)
-    assert bank.shape == (50, 16)
-    assert np.isclose(bank, 5.0).all(axis=1).any()
-    assert len(set(greedy_coreset(features, 50).tolist())) == 50
-    assert build_memory_bank(features[:10], max_size=50).shape == (10, 16)
+    features = rng.normal(0, 0.01, (2, 1024, 16)).astype(np.float32)  # two frames' 32 x 32 patches
+    features[1, 234] = 5.0  # a rare but real normal patch
+    rows = free_rows(features).reshape(-1, 19)
+    bank = build_memory_bank(rows, max_size=50)
+    assert bank.shape == (50, 19)
+    assert np.isclose(bank[:, :16], 5.0).all(axis=1).any()
+    assert len(set(greedy_coreset(rows[:, :16], 50).tolist())) == 50
+    assert build_memory_bank(rows[:10], max_size=50).shape == (10, 19)
+    with pytest.raises(ValueError, match="bank rows"):
+        build_memory_bank(features[0, :, :2], max_size=50)
 
 
 @pytest.mark.parametrize("kind", DEFECTS)

@@ -11,7 +11,7 @@ import pytest
 
 from edge_anomaly import BundleError, Inspector, open_bundle
 from edge_anomaly.bundle import write_tar
-from edge_anomaly.shot_views import BANK_FACTOR
+from edge_anomaly.placement import ALIGNED_SHARE, REACH
 
 
 @pytest.fixture()
@@ -23,11 +23,13 @@ def bundle_copy(bundle_dir, tmp_path):
 
 def test_manifest_records_what_the_runtime_needs(bundle_dir):
     m = open_bundle(bundle_dir).manifest
-    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 1
+    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 2
     assert m["input"]["size"] == 128 and m["input"]["mean"] == [0.5, 0.5, 0.5]
     assert m["encoder"]["name"] == "lite0" and m["encoder"]["strides"] == [8, 16]
-    assert m["memory_bank"]["shots"] == 3 and m["memory_bank"]["augmentation"] == "dihedral"  # "auto", 3 shots
-    assert m["memory_bank"]["size"] == BANK_FACTOR * 3 * 16 * 16
+    # "auto": crops of a fine weave look alike at each place, so the shots count as aligned and take no views
+    assert m["memory_bank"]["shots"] == 3 and m["memory_bank"]["layout"] == "aligned"
+    assert m["memory_bank"]["aligned_share"] >= ALIGNED_SHARE and m["memory_bank"]["reach"] == REACH
+    assert m["memory_bank"]["augmentation"] == "none" and m["memory_bank"]["size"] == 3 * 16 * 16
     assert m["threshold"]["value"] > 0 and "each quarter of each shot" in m["threshold"]["method"]
     assert m["object"] == "fabric" and m["onnx"]["opset"] >= 17
     roles = sorted(e["role"] for e in m["files"].values())
@@ -75,7 +77,7 @@ def test_pickled_memory_bank_is_never_loaded(bundle_copy):
 def test_memory_bank_of_wrong_width_is_refused(bundle_copy):
     np.save(bundle_copy / "memory_bank.npy", np.zeros((1536, 10), np.float32))
     _rehash(bundle_copy, "memory_bank.npy")
-    with pytest.raises(BundleError, match=r"expected float32 \(1536, 152\), found float32 \(1536, 10\)"):
+    with pytest.raises(BundleError, match=r"expected float32 \(768, 155\), found float32 \(1536, 10\)"):
         open_bundle(bundle_copy)
 
 

@@ -12,6 +12,7 @@ from edge_anomaly.export.efficientnet_lite import load_efficientnet_lite
 from edge_anomaly.export.encoders import resolve_encoder
 from edge_anomaly.export.onnx_export import build_graphs, export_onnx
 from edge_anomaly.images import preprocess
+from edge_anomaly.placement import EVERYWHERE, REACH, free_rows
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285
 ONNX_TOLERANCE = 1e-4  # absolute, on features of unit norm per stage and on distances of order 1
@@ -56,7 +57,10 @@ def test_onnx_graphs_match_torch(tmp_path):
     encoder_path, decoder_path = export_onnx(graphs, tmp_path)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
-    bank = rng.normal(0, 0.1, (300, graphs.manifest["encoder"]["feature_dim"])).astype(np.float32)
+    features = rng.normal(0, 0.1, (300, graphs.manifest["encoder"]["feature_dim"]))
+    places = rng.integers(0, 16, (300, 2))
+    reach = rng.choice([1.0, REACH, EVERYWHERE], (300, 1))  # aligned and free rows: the reach mask runs in ONNX too
+    bank = np.concatenate([features, places, reach], axis=1).astype(np.float32)
 
     with torch.no_grad():
         features_torch = graphs.encoder(torch.from_numpy(images))
@@ -80,7 +84,8 @@ def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
     dim = graphs.manifest["encoder"]["feature_dim"]
     features = np.zeros((1, 64, dim), np.float32)
     for size in (1, 17, 5000):
-        bank = np.ones((size, dim), np.float32)
+        bank = np.concatenate([np.ones((size, dim)), np.tile([0, 0, EVERYWHERE], (size, 1))], axis=1)
+        bank = bank.astype(np.float32)
         anomaly_map, score = decoder.run(None, {"features": features, "memory_bank": bank})
         expected = np.sqrt(dim)  # distance from the zero vector to the all-ones vector
         assert score[0] == pytest.approx(expected, rel=1e-4)
@@ -103,7 +108,7 @@ def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
     batch = np.stack([preprocess(im, 256, MEAN, STD) for im in (normal, defective)])
     with torch.no_grad():
         features = with_head.encoder(torch.from_numpy(batch))
-        bank = features[0]
+        bank = torch.from_numpy(free_rows(features[0].numpy()))
         head = load_head()(features)
         expected, _ = plain.decoder.image_map(plain.decoder.patch_distances(features, bank) + HEAD_WEIGHT * head)
         anomaly_map, score = with_head.decoder(features, bank)

@@ -6,7 +6,6 @@ import pytest
 
 from edge_anomaly import InputError, Inspector, open_bundle
 from edge_anomaly.images import list_images
-from edge_anomaly.shot_views import BANK_FACTOR
 
 
 def test_result_fields_agree_with_each_other(inspector, synth_root):
@@ -50,14 +49,16 @@ def test_add_normal_shots_refits_without_reexport(bundle_dir, synth_root, tmp_pa
     before_bank = len(insp.memory_bank)
     extra = list_images(synth_root / "fabric" / "train" / "good")[3:]
     calibration = insp.add_normal_shots(extra)
-    patches = 16 * 16  # a 128 px shot on the stride-8 grid; "auto" takes dihedral views up to 4 shots
-    assert before_bank == BANK_FACTOR * 3 * patches
-    assert len(insp.memory_bank) == BANK_FACTOR * (3 + len(extra)) * patches
+    patches = 16 * 16  # a 128 px shot on the stride-8 grid; aligned shots (test_bundle) take no views
+    assert before_bank == 3 * patches
+    assert len(insp.memory_bank) == (3 + len(extra)) * patches
     assert insp.threshold == calibration.threshold and len(calibration.normal_scores) == 4 * 4
     saved = insp.save(tmp_path / "refit")
     reopened = open_bundle(saved.root)
     assert reopened.manifest["memory_bank"]["shots"] == 4
-    assert reopened.manifest["memory_bank"]["augmentation"] == "dihedral"
+    assert reopened.manifest["memory_bank"]["augmentation"] == "none"
+    bank = reopened.manifest["memory_bank"]
+    assert (bank["layout"], bank["layout_requested"]) == ("aligned", "auto")
     assert reopened.threshold == pytest.approx(calibration.threshold)
     original = open_bundle(bundle_dir)
     assert reopened.manifest["files"]["encoder.onnx"]["sha256"] == original.manifest["files"]["encoder.onnx"]["sha256"]

@@ -36,7 +36,8 @@ def test_rtx_engines_build_on_a_cpu_only_host_and_are_recorded(engine_bundle):
         assert bundle.manifest["files"][entry["file"]]["role"] == "engine"
     bank = bundle.manifest["memory_bank"]["size"]
     assert engines["encoder"]["profiles"]["image"] == [[1, 3, 128, 128], [1, 3, 128, 128], [4, 3, 128, 128]]
-    assert engines["decoder"]["profiles"]["memory_bank"] == [[1, 152], [bank, 152], [8192, 152]]
+    # bank rows: 152 feature columns, then place and reach
+    assert engines["decoder"]["profiles"]["memory_bank"] == [[1, 155], [bank, 155], [8192, 155]]
 
 
 def test_precisions_coexist_and_a_rebuild_replaces_its_own_slot(engine_bundle, tmp_path):
