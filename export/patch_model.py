@@ -99,8 +99,14 @@ class NearestNeighbourDecoder(nn.Module):
         self.register_buffer("kernel_x", k.view(1, 1, 1, -1))
         self.register_buffer("kernel_y", k.view(1, 1, -1, 1))
         self.radius = (k.numel() - 1) // 2
+        # Each query patch's place as two one-hot codes (its grid row, its grid column), times -1/2: appended to
+        # the features, they meet a bank row's out-of-reach columns inside the one distance matmul (see
+        # ``patch_distances``), so the reach costs no pass over the [N x M] distances.
         rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-        self.register_buffer("places", torch.stack([rows.flatten(), cols.flatten()], dim=1).float())
+        codes = torch.cat([F.one_hot(rows.flatten(), grid[0]), F.one_hot(cols.flatten(), grid[1])], dim=1)
+        self.register_buffer("place_codes", -0.5 * codes.float())
+        self.register_buffer("grid_rows", torch.arange(grid[0]).float())
+        self.register_buffer("grid_cols", torch.arange(grid[1]).float())
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patch_scores = self.patch_distances(features, memory_bank)
@@ -109,13 +115,20 @@ class NearestNeighbourDecoder(nn.Module):
         return self.image_map(patch_scores)
 
     def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
-        """``[B x N]``: each patch's distance to its nearest normal patch within reach."""
-        bank, place, reach = memory_bank[:, :-PLACE_COLUMNS], memory_bank[:, -PLACE_COLUMNS:-1], memory_bank[:, -1]
+        """``[B x N]``: each patch's distance to its nearest normal patch within reach.
+
+        A bank row gets ``OUT_OF_REACH`` for each grid row and each grid column farther than its reach from
+        its place; the query's place codes pick its own row and column of those, so the matmul adds
+        ``OUT_OF_REACH`` to the squared distance of a row out of reach (Chebyshev: out in rows or in columns)
+        and nothing to one within it."""
+        bank, place, reach = memory_bank[:, :-PLACE_COLUMNS], memory_bank[:, -PLACE_COLUMNS:-1], memory_bank[:, -1:]
+        far_rows = ((self.grid_rows[None, :] - place[:, :1]).abs() > reach).float() * OUT_OF_REACH
+        far_cols = ((self.grid_cols[None, :] - place[:, 1:]).abs() > reach).float() * OUT_OF_REACH
+        keys = torch.cat([bank, far_rows, far_cols], dim=1)  # [M x (D + rows + cols)]
+        queries = torch.cat([features, self.place_codes.expand(features.shape[0], -1, -1)], dim=-1)
         f_sq = (features * features).sum(-1, keepdim=True)
         m_sq = (bank * bank).sum(-1)
-        d_sq = f_sq - 2.0 * torch.matmul(features, bank.t()) + m_sq
-        apart = (self.places[:, None, :] - place[None, :, :]).abs().amax(dim=-1)  # [N x M] grid cells
-        d_sq = d_sq + (apart > reach).float() * OUT_OF_REACH
+        d_sq = f_sq - 2.0 * torch.matmul(queries, keys.t()) + m_sq
         return torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
