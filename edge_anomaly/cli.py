@@ -164,10 +164,10 @@ def _export(args: argparse.Namespace) -> int:
         head_weight=args.head_weight,
         layout=args.layout,
     )
-    t = bundle.manifest["threshold"]
+    t, bank = bundle.manifest["threshold"], bundle.manifest["memory_bank"]
     print(
-        f"bundle {bundle.root}: {bundle.manifest['memory_bank']['shots']} shots, "
-        f"memory bank {bundle.manifest['memory_bank']['size']} patches, threshold {t['value']:.4f} ({t['method']})"
+        f"bundle {bundle.root}: {bank['shots']} shots, memory bank {bank['size']} patches, {bank['layout']} layout, "
+        f"threshold {t['value']:.4f} ({t['method']})"
     )
     if args.llm != "none":
         from edge_anomaly.export.llm_export import add_llm

@@ -9,6 +9,7 @@ the edge box would compute itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def fit_normal_shots(
     seed: int = 0,
     augmentation: str = DEFAULT_AUGMENTATION,
     layout: str = DEFAULT_LAYOUT,
-    presumed_normal: list[np.ndarray] = (),
+    presumed_normal: Sequence[np.ndarray] = (),
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
     anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.

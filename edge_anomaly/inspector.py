@@ -198,7 +198,7 @@ class Inspector:
             return self._fit.aligned_share
         return self.bundle.manifest["memory_bank"]["aligned_share"]
 
-    def _refit(self, shots: list[np.ndarray], presumed_normal: list[np.ndarray] = ()) -> Calibration:
+    def _refit(self, shots: list[np.ndarray], presumed_normal: Sequence[np.ndarray] = ()) -> Calibration:
         """Bank and threshold from ``shots``; ``presumed_normal`` frames only add evidence for the layout."""
         bank = self.bundle.manifest["memory_bank"]
         augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))

@@ -108,3 +108,16 @@ def test_aligned_fit_flags_a_normal_look_at_the_wrong_place(inspector):
     assert aligned_maps[1, inner, inner].max() > auto.calibration.threshold  # a normal look at the wrong place
     with pytest.raises(ValueError, match="dihedral views contradict"):
         fit_normal_shots(backend, shots, prep, augmentation="dihedral", layout="aligned")
+
+
+def test_frames_presumed_normal_are_evidence_for_the_layout(inspector):
+    """Zero-shot shots are a line's most typical frames and may share one pose; the rest of the line decides."""
+    rng = np.random.default_rng(4)
+    shots = [_printed_part(rng) for _ in range(2)]
+    moved = [np.ascontiguousarray(np.roll(_printed_part(rng), 64 * k, axis=(0, 1))) for k in (1, 2)]
+    prep, backend = inspector.preprocessing, inspector.backend
+    alone = fit_normal_shots(backend, shots, prep)
+    with_line = fit_normal_shots(backend, shots, prep, presumed_normal=moved)
+    assert alone.layout == "aligned"
+    assert with_line.layout == "free" and with_line.aligned_share < ALIGNED_SHARE
+    assert len(with_line.memory_bank) == len(fit_normal_shots(backend, shots, prep, layout="free").memory_bank)
