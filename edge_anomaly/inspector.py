@@ -163,26 +163,31 @@ class Inspector:
             raise InputError("use_normal_shots needs at least one image")
         presumed = [as_rgb(im, color_order) for im in presumed_normal]
         calibration = self._refit(new, presumed)
-        return self.presume_normal(presumed, "rgb") if presumed else calibration
+        return self._raise_to(presumed) if presumed else calibration
 
     def presume_normal(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
         """Raise the threshold to a robust bound (median + 3 robust standard deviations) of these frames'
         scores: frames of the running line, believed mostly normal but not checked, kept out of the bank.
 
         Shots give a lenient threshold, the more so the fewer they are; on a simulated line with 10%
-        defects it flagged 23-42% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
+        defects it flagged 21-42% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
         The first frames of the line, presumed normal, show its real spread; a few defects among them cannot
-        drag the robust bound up. Never lowers the threshold."""
+        drag the robust bound up. The shots are fitted again with the frames as more evidence for the layout
+        (``placement``): two plates from one capture look aligned, the line's plates do not, and an aligned
+        bank would score every shifted plate high. Never below the shots' own threshold; a second call starts
+        again from the shots."""
         rgbs = [as_rgb(im, color_order) for im in frames]
         if len(rgbs) < 2:
             raise InputError(f"presume_normal needs at least 2 frames for a spread, got {len(rgbs)}")
-        if self._fit is None:  # the bundle's own fit, redone (deterministic) to have its held-out scores
-            self._refit(self._bundle_shots())
-        fit = self._fit
+        self._refit(self._bundle_shots(), rgbs)  # deterministic: the same shots and layout give the same fit
+        return self._raise_to(rgbs)
+
+    def _raise_to(self, rgbs: list[np.ndarray]) -> Calibration:
+        """Raise the current fit's threshold by these presumed-normal frames' scores (``presume_normal``)."""
         features = encode_images(self._backend, rgbs, self._prep)
         scores = np.concatenate([self._backend.decode(f[None], self._memory_bank)[1] for f in features])
-        calibration = raise_to_presumed_normal(fit.calibration, scores)
-        self._fit = replace(fit, calibration=calibration)
+        calibration = raise_to_presumed_normal(self._fit.calibration, scores)
+        self._fit = replace(self._fit, calibration=calibration)
         self._calibration_threshold = calibration.threshold
         return calibration
 

@@ -121,3 +121,17 @@ def test_frames_presumed_normal_are_evidence_for_the_layout(inspector):
     assert alone.layout == "aligned"
     assert with_line.layout == "free" and with_line.aligned_share < ALIGNED_SHARE
     assert len(with_line.memory_bank) == len(fit_normal_shots(backend, shots, prep, layout="free").memory_bank)
+
+
+def test_settling_frames_can_overrule_shots_that_looked_aligned(bundle_dir):
+    """Two shots of one capture look aligned; the line's first frames, presumed normal, show they are not."""
+    from edge_anomaly import Inspector
+
+    rng = np.random.default_rng(5)
+    insp = Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+    insp.use_normal_shots([_printed_part(rng) for _ in range(2)], color_order="rgb")
+    assert insp.layout == "aligned"
+    line = [np.ascontiguousarray(np.roll(_printed_part(rng), 48 * k, axis=(0, 1))) for k in range(1, 5)]
+    calibration = insp.presume_normal(line, color_order="rgb")
+    assert insp.layout == "free" and insp.aligned_share < ALIGNED_SHARE
+    assert (insp.memory_bank[:, -1] == EVERYWHERE).all() and insp.threshold == calibration.threshold
