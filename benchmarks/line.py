@@ -83,6 +83,7 @@ def run_line(category: Path, work: Path, args: argparse.Namespace, seed: int) ->
         "shot_images": [str(p.relative_to(category)) for p in given],
         "warmup": rates(decisions[:split], labels[:split]),
         "calibrated": rates(decisions[split:], labels[split:]),
+        "layout": inspector.layout,  # where patches found their match at the end (placement)
     }
     if zero is not None:
         report |= {

@@ -51,6 +51,7 @@ def test_line_benchmark(synth_root, tmp_path, shots, settle):
         assert len(run["shot_images"]) == (4 if shots == 0 else shots)
         assert run["warmup"]["frames"] == (run["shots_learnt_after_frame"] if shots == 0 else settle)
         assert shots or run["shots_learnt_after_frame"] >= 8
+        assert run["layout"] in ("aligned", "free")
     assert report["command"].startswith("python -m edge_anomaly.benchmarks.line")
 
 
