@@ -26,7 +26,7 @@ import numpy as np
 
 from . import bundle_format as fmt
 from .errors import BundleError
-from .placement import PLACE_COLUMNS
+from .placement import PLACE_COLUMNS, check_rows
 
 
 def sha256_file(path: Path) -> str:
@@ -177,4 +177,8 @@ def _load_memory_bank(path: Path, manifest: dict[str, Any]) -> np.ndarray:
     expected = (int(manifest["memory_bank"]["size"]), int(manifest["encoder"]["feature_dim"]) + PLACE_COLUMNS)
     if bank.dtype != np.float32 or bank.shape != expected:
         raise BundleError(f"{path}: expected float32 {expected}, found {bank.dtype} {bank.shape}")
+    try:
+        check_rows(bank, tuple(manifest["encoder"]["grid"]))
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from None
     return bank

@@ -71,9 +71,8 @@ def grid_places(patches: int) -> np.ndarray:
 def with_places(features: np.ndarray, reach: float) -> np.ndarray:
     """Patch features ``[... x N x D]`` -> bank rows ``[... x N x (D + 3)]``: each feature, then its place on the
     grid and ``reach``. Only a view's own grid counts: aligned banks hold no views."""
-    places = np.concatenate([grid_places(features.shape[-2]), np.full((features.shape[-2], 1), reach)], axis=1).astype(
-        np.float32
-    )
+    patches = features.shape[-2]
+    places = np.concatenate([grid_places(patches), np.full((patches, 1), reach)], axis=1).astype(np.float32)
     places = np.broadcast_to(places, (*features.shape[:-1], PLACE_COLUMNS))
     return np.concatenate([np.asarray(features, dtype=np.float32), places], axis=-1)
 
@@ -87,3 +86,18 @@ def free_rows(features: np.ndarray) -> np.ndarray:
 def is_aligned(rows: np.ndarray) -> bool:
     """Whether any of these bank rows reaches less than everywhere."""
     return bool((rows[:, -1] < EVERYWHERE).any())
+
+
+def check_rows(rows: np.ndarray, grid: tuple[int, int]) -> None:
+    """Refuse bank rows whose places lie off the ``grid`` or whose reach is negative, and a bank that leaves
+    some place with no row in reach (every patch there would score as a defect). Raises ValueError."""
+    place, reach = rows[:, -PLACE_COLUMNS:-1], rows[:, -1]
+    if not (np.isfinite(place).all() and np.isfinite(reach).all()):
+        raise ValueError("bank places and reaches must be finite")
+    if (place < 0).any() or (place >= np.asarray(grid)).any() or (reach < 0).any():
+        raise ValueError(f"bank places must lie on the {grid[0]} x {grid[1]} grid, with a reach of at least 0")
+    covered = np.zeros(grid, dtype=bool)
+    for row, col, cells in np.unique(np.column_stack([place, np.minimum(reach, max(grid))]).astype(int), axis=0):
+        covered[max(0, row - cells) : row + cells + 1, max(0, col - cells) : col + cells + 1] = True
+    if not covered.all():
+        raise ValueError(f"the bank leaves {int((~covered).sum())} grid places with no normal patch in reach")

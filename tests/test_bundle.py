@@ -81,6 +81,27 @@ def test_memory_bank_of_wrong_width_is_refused(bundle_copy):
         open_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        (-3, 99.0, "must lie on the 16 x 16 grid"),  # grid row
+        (-1, np.nan, "must be finite"),  # reach
+        (-3, 0.0, "grid places with no normal patch in reach"),  # every row in the top row of the grid
+    ],
+    ids=["off the grid", "not finite", "a region out of reach"],
+)
+def test_memory_bank_with_impossible_places_is_refused(bundle_copy, column, value, message):
+    """Places and reach ride in the bank (placement): a rewritten bank that would score a whole region as
+    defective, or place patches nowhere, is refused at load, not met as false alarms."""
+    path = bundle_copy / "memory_bank.npy"
+    bank = np.load(path)
+    bank[:, column] = value  # the fixture's bank is aligned (test_manifest_records_what_the_runtime_needs): reach 4
+    np.save(path, bank)
+    _rehash(bundle_copy, "memory_bank.npy")
+    with pytest.raises(BundleError, match=message):
+        open_bundle(bundle_copy)
+
+
 def test_newer_format_version_is_refused(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["format_version"] = 99
