@@ -170,7 +170,7 @@ class Inspector:
         scores: frames of the running line, believed mostly normal but not checked, kept out of the bank.
 
         Shots give a lenient threshold, the more so the fewer they are; on a simulated line with 10%
-        defects it flagged 21-42% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
+        defects it flagged 21-39% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
         The first frames of the line, presumed normal, show its real spread; a few defects among them cannot
         drag the robust bound up. The shots are fitted again with the frames as more evidence for the layout
         (``placement``): two plates from one capture look aligned, the line's plates do not, and an aligned

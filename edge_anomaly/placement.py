@@ -14,7 +14,9 @@ column) and its reach (grid cells, Chebyshev); the decoder graph reads them
 from the bank itself, so it needs no other input, and a free bank is one whose
 rows reach everywhere. ``auto`` chooses from the shots: they are aligned when
 nearly every patch of one shot finds its nearest patch of another shot near
-its own place. One shot cannot show that, so ``aligned`` needs two.
+its own place. One shot cannot show that, so ``aligned`` needs two. Frames
+presumed normal (zero-shot bootstrapping, settling on a line) are evidence
+too: a few shots may share one pose by chance, a line shows whether it holds.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Settling a few-shot inspector on a running line: its first frames, presumed normal, raise the threshold.
 
 A few shots set a lenient threshold: on a simulated line with 10% defects it
-stopped for 23-42% of normal frames at 1-4 shots (``benchmarks/line.py``,
+stopped for 21-39% of normal frames at 1-4 shots (``benchmarks/line.py``,
 ``docs/accuracy.md``). ``SettlingInspector`` inspects the first ``frames``
 frames of the line as usual, then hands them to ``Inspector.presume_normal``,
 which raises the threshold to a robust bound of their scores (a few defects
 among them cannot drag it up) and keeps them out of the bank. On that
-simulation false alarms fell under 1%, and recall to 21-33%: the trade is the
+simulation false alarms fell under 1%, and recall to 21-36%: the trade is the
 user's, which is why settling is asked for (``edge-anomaly run --settle N``),
 not done by default.
 """
