@@ -9,7 +9,6 @@ the edge box would compute itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,22 +64,20 @@ def fit_normal_shots(
     seed: int = 0,
     augmentation: str = DEFAULT_AUGMENTATION,
     layout: str = DEFAULT_LAYOUT,
-    presumed_normal: Sequence[np.ndarray] = (),
+    presumed_normal: np.ndarray | None = None,
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
     anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.
 
-    ``presumed_normal``: frames believed normal that are not shots, more evidence for the layout (never in the
-    bank). Zero-shot bootstrapping picks the most typical frames of a line as shots, and those tend to share
-    one pose: the 4 most typical screws of the dev set looked aligned, the 16 most typical did not."""
+    ``presumed_normal``: patch features ``[F x N x D]`` of frames believed normal that are not shots, more
+    evidence for the layout (never in the bank). Zero-shot bootstrapping picks the most typical frames of a
+    line as shots, and those tend to share one pose: the 4 most typical screws of the dev set looked
+    aligned, the 16 most typical did not."""
     if not shots:
         raise ValueError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
-    evidence = plain
-    if len(presumed_normal):
-        more = encode_images(backend, [resize_square(f, prep.size) for f in presumed_normal], prep)
-        evidence = np.concatenate([plain, more])
+    evidence = plain if presumed_normal is None else np.concatenate([plain, presumed_normal])
     requested_layout, (applied_layout, share) = layout, resolve_layout(layout, evidence)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":

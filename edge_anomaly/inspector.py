@@ -161,9 +161,11 @@ class Inspector:
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
-        presumed = [as_rgb(im, color_order) for im in presumed_normal]
-        calibration = self._refit(new, presumed)
-        return self._raise_to(presumed) if presumed else calibration
+        if len(presumed_normal) == 0:
+            return self._refit(new)
+        presumed = encode_images(self._backend, [as_rgb(im, color_order) for im in presumed_normal], self._prep)
+        self._refit(new, presumed)
+        return self._raise_to(presumed)
 
     def presume_normal(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
         """Raise the threshold to a robust bound (median + 3 robust standard deviations) of these frames'
@@ -179,12 +181,13 @@ class Inspector:
         rgbs = [as_rgb(im, color_order) for im in frames]
         if len(rgbs) < 2:
             raise InputError(f"presume_normal needs at least 2 frames for a spread, got {len(rgbs)}")
-        self._refit(self._bundle_shots(), rgbs)  # deterministic: the same shots and layout give the same fit
-        return self._raise_to(rgbs)
-
-    def _raise_to(self, rgbs: list[np.ndarray]) -> Calibration:
-        """Raise the current fit's threshold by these presumed-normal frames' scores (``presume_normal``)."""
         features = encode_images(self._backend, rgbs, self._prep)
+        self._refit(self._bundle_shots(), features)  # deterministic: the same shots and layout give the same fit
+        return self._raise_to(features)
+
+    def _raise_to(self, features: np.ndarray) -> Calibration:
+        """Raise the current fit's threshold by the scores of presumed-normal frames, given as patch features
+        ``[F x N x D]`` (``presume_normal``)."""
         scores = np.concatenate([self._backend.decode(f[None], self._memory_bank)[1] for f in features])
         calibration = raise_to_presumed_normal(self._fit.calibration, scores)
         self._fit = replace(self._fit, calibration=calibration)
@@ -203,8 +206,9 @@ class Inspector:
             return self._fit.aligned_share
         return self.bundle.manifest["memory_bank"]["aligned_share"]
 
-    def _refit(self, shots: list[np.ndarray], presumed_normal: Sequence[np.ndarray] = ()) -> Calibration:
-        """Bank and threshold from ``shots``; ``presumed_normal`` frames only add evidence for the layout."""
+    def _refit(self, shots: list[np.ndarray], presumed_normal: np.ndarray | None = None) -> Calibration:
+        """Bank and threshold from ``shots``; ``presumed_normal`` frames' features only add evidence for the
+        layout."""
         bank = self.bundle.manifest["memory_bank"]
         augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
         layout = bank.get("layout_requested", bank.get("layout", "free"))
