@@ -46,7 +46,7 @@ from .errors import InputError
 from .few_shot import encode_images
 from .images import ImageLike, as_rgb, resize_square
 from .inspector import InspectionResult, Inspector
-from .placement import free_rows
+from .placement import PLACE_COLUMNS, free_rows
 
 FRACTION = 0.3
 MIN_FRAMES = 4  # fewer other frames than this and there is no "most frames" to compare against
@@ -156,7 +156,7 @@ class ZeroShotInspector:
         self.inspector, self.fraction, self.bootstrap_after = inspector, fraction, bootstrap_after
         self.on_bootstrap = on_bootstrap  # called once with the fitted inspector, e.g. to save it as a bundle
         self.narrator = inspector.narrator
-        self._window: deque[np.ndarray] = deque(maxlen=window)
+        self._window: deque[np.ndarray] = deque(maxlen=window)  # each frame's patches as free bank rows
         self._frames: deque[np.ndarray] = deque(maxlen=window)  # the same frames at the input size, to fit from
         self._scores: deque[float] = deque(maxlen=window)
         self._numbers: deque[int] = deque(maxlen=window)  # each window frame's place in the stream, from 0
@@ -188,7 +188,7 @@ class ZeroShotInspector:
             blank = np.zeros(rgb.shape[:2], np.float32)
             return self.inspector.finding(rgb, blank, 0.0, source, threshold=math.inf)
         keep = max(1, math.ceil(self.fraction * len(self._window)))
-        maps = np.stack([self.inspector.backend.decode(features, free_rows(f))[0][0] for f in self._window])
+        maps = np.stack([self.inspector.backend.decode(features, rows)[0][0] for rows in self._window])
         anomaly_map = np.sort(maps, axis=0)[:keep].mean(axis=0)
         score = float(anomaly_map.max())
         threshold = outlier_threshold(self._scores) if len(self._scores) >= MIN_FRAMES else math.inf
@@ -200,7 +200,7 @@ class ZeroShotInspector:
         return result
 
     def _remember(self, features: np.ndarray, rgb: np.ndarray, score: float | None) -> None:
-        self._window.append(features)
+        self._window.append(free_rows(features))
         self._frames.append(resize_square(rgb, self.inspector.preprocessing.size))
         self._numbers.append(self._seen - 1)
         if score is not None:
@@ -208,7 +208,8 @@ class ZeroShotInspector:
 
     def _bootstrap(self) -> None:
         """The window's most typical frames, scored against each other afresh, become the shots."""
-        picked, presumed = bootstrap_split(mutual_scores(self.inspector, np.stack(self._window), self.fraction))
+        features = np.stack(self._window)[..., :-PLACE_COLUMNS]
+        picked, presumed = bootstrap_split(mutual_scores(self.inspector, features, self.fraction))
         frames = list(self._frames)
         self.inspector.use_normal_shots(
             [frames[i] for i in picked], color_order="rgb", presumed_normal=[frames[i] for i in presumed]
