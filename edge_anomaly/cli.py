@@ -336,9 +336,9 @@ def _eval(args: argparse.Namespace) -> int:
         evaluate_category(c, args.shots, args.seed, args.image_size, args.encoder, args.backend, **fit)
         for c in categories
     ]
-    print(f"{'category':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'PRO':>6s} {'acc':>6s} {'F1':>6s}  threshold")
+    print(f"{'category':16s} {'img AUROC':>9s} {'px AUROC':>9s} {'PRO':>6s} {'acc':>6s} {'F1':>6s}  threshold  layout")
     for r in reports:
-        print(f"{_metric_row(r['category'], r)}  {r['threshold']:.3f}")
+        print(f"{_metric_row(r['category'], r)}  {r['threshold']:9.3f}  {r['layout']}")
     report: dict = reports[0] if len(reports) == 1 else {"categories": reports, "mean": mean_report(reports)}
     if len(reports) > 1:
         print(_metric_row("mean", report["mean"]))

@@ -86,13 +86,15 @@ def test_export_of_an_empty_folder_fails_clearly(tmp_path, capsys):
     assert "holds no image files" in capsys.readouterr().err
 
 
-def test_eval_json_report(synth_root, tmp_path):
+def test_eval_json_report(synth_root, tmp_path, capsys):
     report_path = tmp_path / "report.json"
     assert (
         main(["eval", str(synth_root / "fabric"), "--shots", "1", "--image-size", "64", "--json", str(report_path)])
         == 0
     )
     report = json.loads(report_path.read_text())
+    assert (report["layout"], report["aligned_share"]) == ("free", None)  # one shot cannot show alignment
+    assert capsys.readouterr().out.splitlines()[-1].endswith("  free")
     for key in ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1"):
         assert 0.0 <= report[key] <= 1.0
     assert report["count_normal"] == 6 and report["count_anomalous"] == 8
