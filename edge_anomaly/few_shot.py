@@ -77,8 +77,7 @@ def fit_normal_shots(
         raise ValueError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
-    evidence = plain if presumed_normal is None else np.concatenate([plain, presumed_normal])
-    requested_layout, (applied_layout, share) = layout, resolve_layout(layout, evidence)
+    requested_layout, (applied_layout, share) = layout, resolve_layout(layout, plain, presumed_normal)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":
         if requested == "dihedral":

@@ -35,17 +35,21 @@ ALIGNED_SHARE = 0.93
 COMPARED_FRAMES = 16  # normal frames compared, each with the next: enough to tell, and bounded at any shot count
 
 
-def resolve_layout(layout: str, plain_features: np.ndarray) -> tuple[str, float | None]:
-    """The layout applied for normal frames with patch features ``[K x N x D]`` (no views): the shots, and
-    any frames presumed normal besides them. Also the share of patches that matched near their place (None
-    with one frame)."""
+def resolve_layout(
+    layout: str, shot_features: np.ndarray, presumed_normal: np.ndarray | None = None
+) -> tuple[str, float | None]:
+    """The layout applied for shots with patch features ``[K x N x D]`` (no views), with the features of any
+    frames presumed normal as more evidence, and the share of patches that matched near their place (None
+    with one frame in all). Aligned needs two shots whatever the evidence: with one, a held-out quarter of
+    the shot has no other patch at its place to calibrate the threshold against."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
-    share = aligned_share(plain_features) if len(plain_features) >= 2 else None
-    if layout == "aligned" and share is None:
+    frames = shot_features if presumed_normal is None else np.concatenate([shot_features, presumed_normal])
+    share = aligned_share(frames) if len(frames) >= 2 else None
+    if layout == "aligned" and len(shot_features) < 2:
         raise ValueError("an aligned layout needs at least 2 shots: one shot cannot show where things belong")
     if layout == "auto":
-        layout = "aligned" if share is not None and share >= ALIGNED_SHARE else "free"
+        layout = "aligned" if len(shot_features) >= 2 and share >= ALIGNED_SHARE else "free"
     return layout, share
 
 

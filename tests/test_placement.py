@@ -50,9 +50,11 @@ def test_auto_layout_tells_aligned_shots_from_shifted_ones():
     layout, share = resolve_layout("auto", shifted)
     assert layout == "free" and share < ALIGNED_SHARE
     assert resolve_layout("auto", aligned[:1]) == ("free", None)  # one shot cannot show alignment
+    # frames presumed normal may show it, but one shot still cannot calibrate an aligned bank
+    assert resolve_layout("auto", aligned[:1], aligned[1:]) == ("free", 1.0)
     assert resolve_layout("free", aligned)[0] == "free"
     with pytest.raises(ValueError, match="at least 2 shots"):
-        resolve_layout("aligned", aligned[:1])
+        resolve_layout("aligned", aligned[:1], aligned[1:])
     with pytest.raises(ValueError, match="unknown layout"):
         resolve_layout("fixtured", aligned)
 
@@ -135,3 +137,15 @@ def test_settling_frames_can_overrule_shots_that_looked_aligned(bundle_dir):
     calibration = insp.presume_normal(line, color_order="rgb")
     assert insp.layout == "free" and insp.aligned_share < ALIGNED_SHARE
     assert (insp.memory_bank[:, -1] == EVERYWHERE).all() and insp.threshold == calibration.threshold
+
+
+def test_one_shot_stays_free_however_aligned_the_line_looks(bundle_dir):
+    """One shot cannot calibrate an aligned bank (a held-out quarter has nothing at its place to match)."""
+    from edge_anomaly import Inspector
+
+    rng = np.random.default_rng(6)
+    insp = Inspector.load(bundle_dir, backend="onnxruntime-cpu")
+    insp.use_normal_shots([_printed_part(rng)], color_order="rgb")
+    insp.presume_normal([_printed_part(rng) for _ in range(3)], color_order="rgb")
+    assert insp.layout == "free" and insp.aligned_share >= ALIGNED_SHARE  # aligned evidence, one shot
+    assert insp.threshold < 10.0  # a real threshold, not one set by patches out of reach
