@@ -9,7 +9,13 @@ from setuptools import setup
 
 TORCH = "torch==2.13.0"  # the CPU build on local disk; a looser pin pulls a multi-GB CUDA build
 
-CORE = ["numpy>=1.26", "opencv-python-headless>=4.9", "onnxruntime>=1.18", "tqdm>=4.66"]
+CORE = [
+    "numpy>=1.26",
+    "opencv-python-headless>=4.9",
+    "onnxruntime>=1.18",
+    "tqdm>=4.66",
+    "cryptography>=42",  # Ed25519 signatures over bundle manifests (export --sign, trusted keys)
+]
 RUNTIME = [*CORE, "llama-cpp-python>=0.3.16"]  # builds from source where no wheel fits (about 7 min on 2 cores)
 EXPORT = [
     TORCH,

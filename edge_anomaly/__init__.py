@@ -6,6 +6,12 @@ The SDK imports numpy and OpenCV only; torch lives on the build host
 
 __version__ = "0.1.0"
 
+import os
+
+# Before OpenCV is first imported: it reads this once. A 20000 x 20000 image would otherwise be decoded in
+# full (8 GB of memory) before anything could refuse it; a user's own setting wins (images.MAX_PIXELS).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
+
 from .bundle import Bundle, open_bundle
 from .errors import BackendError, BundleError, EdgeAnomalyError, InputError
 from .findings import Region

@@ -6,9 +6,11 @@ refuses any bundle whose files disagree with it.
 """
 
 FORMAT_NAME = "edge-anomaly-bundle"
-FORMAT_VERSION = 2  # 2: bank rows carry place and reach (placement)
+FORMAT_VERSION = 3  # 2: bank rows carry place and reach (placement); 3: the manifest is sealed
 
 MANIFEST = "manifest.json"
+MANIFEST_SEAL = "manifest.sha256"  # sha256 of manifest.json: an edited manifest is refused
+MANIFEST_SIGNATURE = "manifest.sig"  # optional Ed25519 signature over manifest.json (signing)
 ENCODER_ONNX = "encoder.onnx"
 DECODER_ONNX = "decoder.onnx"
 MEMORY_BANK = "memory_bank.npy"

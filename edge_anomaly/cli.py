@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
 from .errors import EdgeAnomalyError, InputError
 from .placement import DEFAULT_LAYOUT, LAYOUTS
+from .settling import MIN_SETTLE_FRAMES
 from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 AUGMENT_HELP = "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images"
@@ -31,20 +34,77 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:
+        _close_stdout()
+        print(f"edge-anomaly {args.command}: output closed early (broken pipe); stopped", file=sys.stderr)
+        return EXIT_USAGE
     except (EdgeAnomalyError, FileExistsError, FileNotFoundError) as exc:
         print(f"edge-anomaly {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # a read-only or full disk, a folder where a file was expected, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"edge-anomaly {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _close_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot raise a second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes end in one line and exit 2, as every other mistake does."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _image_size(text: str) -> int:
+    value = _at_least(64)(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16, got {value}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
+def _print_json(record: dict) -> None:
+    """One JSON line; a NaN or infinity never reaches it (it would not be JSON)."""
+    print(json.dumps(record, allow_nan=False), flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edge-anomaly", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="edge-anomaly", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("export", help="normal images -> bundle (ONNX graphs, memory bank, calibrated threshold)")
     p.add_argument("--normal", type=Path, required=True, help="folder of normal images")
-    p.add_argument("--shots", type=int, default=None, help="how many normal images to use (default: all)")
-    p.add_argument("--image-size", type=int, default=256, help="encoder input side, a multiple of 16")
-    p.add_argument("--object", default="part", help='what is inspected, in words ("bottle")')
+    p.add_argument("--shots", type=_at_least(1), default=None, help="how many normal images to use (default: all)")
+    p.add_argument("--image-size", type=_image_size, default=256, help="encoder input side, a multiple of 16")
+    p.add_argument("--object", default="part", help='what is inspected, in words ("bottle"; one line, 64 characters)')
     p.add_argument("--encoder", default="lite0", help="lite0, lite1, lite2 or a .pth checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing shots")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
@@ -52,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
+    p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key (PEM)")
     p.add_argument("--engine", choices=["rtx"], help="also build TensorRT-RTX engines here (no GPU needed)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engine precision")
     p.add_argument(
@@ -65,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
         "--llm-quant", default="q4_k_m", help="quantization for a converted model (q4_k_m, q5_k_m, q8_0, f16)"
     )
     p.set_defaults(run=_export)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing bundles (STEM.key, STEM.pub)")
+    p.add_argument("stem", type=Path, help="path and name of the two key files, without suffix")
+    p.set_defaults(run=_keygen)
 
     p = sub.add_parser("build-engine", help="build TensorRT engines into a bundle (on the target for full TensorRT)")
     p.add_argument("bundle", type=Path, help="a bundle directory")
@@ -86,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--save-overlay", type=Path, metavar="DIR", help="write heatmap overlays here")
     p.add_argument("--backend", default="auto")
-    p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    p.add_argument("--threshold", type=_threshold, default=None, help="override the calibrated threshold")
     p.add_argument("--verdict", action="store_true", help="add a one-sentence verdict (the bundle's model, checked)")
+    _trusted_key_option(p)
     p.set_defaults(run=_inspect)
 
     p = sub.add_parser("chat", help="inspect one image, then answer follow-up questions about it")
@@ -106,8 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=Path, help="JSONL event log (appended, fsync per record)")
     p.add_argument("--save-overlays", type=Path, metavar="DIR", help="a JPEG per event")
     p.add_argument("--speak", action="store_true", help="speak verdicts with espeak-ng, if installed")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=_at_least(1), default=None)
     p.add_argument("--backend", default="auto")
+    _trusted_key_option(p)
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.add_argument(
         "--zero-shot",
@@ -117,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--settle",
-        type=int,
+        type=_at_least(MIN_SETTLE_FRAMES),
         metavar="N",
         help="presume the first N frames of the line normal and raise the threshold to a robust bound of their "
         "scores: far fewer false alarms, fewer defects found (docs/accuracy.md, 'On a line')",
@@ -129,9 +196,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
     p.add_argument("path", type=Path, help="a category folder (train/good, test/*, ground_truth/*) or a root of them")
-    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--shots", type=_at_least(0), default=1, help="normal shots (0: zero-shot)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--image-size", type=_image_size, default=256)
     p.add_argument("--encoder", default="lite0")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
@@ -145,6 +212,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default="default", help="verdict model as for export; 'none' for template sentences")
     p.set_defaults(run=_demo)
     return parser
+
+
+def _trusted_key_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        metavar="PUB",
+        help="Ed25519 public key (PEM); repeatable. Then only a bundle signed by one of them is opened",
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -183,8 +260,21 @@ def _export(args: argparse.Namespace) -> int:
 
         bundle = build_engines(bundle.root, args.engine, EngineOptions(precision=args.precision))
         _print_engines(bundle)
+    if args.sign:
+        from .bundle import sign_bundle
+
+        print(f"signed: {sign_bundle(bundle.root, args.sign)}")
     if args.tar:
         print(f"packed {write_tar(bundle, args.out.with_name(args.out.name + '.tar.gz'))}")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from .signing import write_key_pair
+
+    private, public = write_key_pair(args.stem)
+    print(f"private key {private} (keep it on the build host: export --sign {private})")
+    print(f"public key {public} (give it to the edge boxes: --trusted-key {public})")
     return 0
 
 
@@ -220,25 +310,29 @@ def _inspect(args: argparse.Namespace) -> int:
     from .inspector import Inspector
     from .overlay import save_overlay
 
-    inspector = Inspector.load(args.bundle, args.backend, args.threshold)
+    inspector = Inspector.load(args.bundle, args.backend, args.threshold, trusted_keys=args.trusted_key)
     if not args.json:
         print(f"backend: {inspector.backend_name} ({inspector.backend_reason})")
     failures = 0
-    for path in args.images:
+    for path, overlay_name in zip(args.images, overlay_names(args.images)):
         try:
             rgb = read_image(path)
             result = inspector.inspect(rgb, color_order="rgb")
         except EdgeAnomalyError as exc:
             failures += 1
-            print(json.dumps({"image": str(path), "error": str(exc)}) if args.json else f"{path}: error: {exc}")
+            if args.json:
+                _print_json({"image": str(path), "error": str(exc)})
+            else:
+                print(f"{path}: error: {exc}")
             continue
         record = {**result.to_dict(), "image": str(path)}
         if args.verdict:
-            record["verdict"] = result.verdict()
+            told = result.narrated_verdict()
+            record |= {"verdict": told.text, "verdict_source": told.source, "fallback_reason": told.fallback_reason}
         if args.save_overlay:
-            record["overlay"] = str(save_overlay(rgb, result, args.save_overlay, path.name, color_order="rgb"))
+            record["overlay"] = str(save_overlay(rgb, result, args.save_overlay, overlay_name, color_order="rgb"))
         if args.json:
-            print(json.dumps(record))
+            _print_json(record)
         else:
             decision = "ANOMALY" if result.is_anomalous else "ok"
             verdict = f"  {record['verdict']}" if args.verdict else ""
@@ -246,6 +340,25 @@ def _inspect(args: argparse.Namespace) -> int:
                 f"{path}: {decision:7s} score {result.score:.3f} / {result.threshold:.3f}  {result.location}{verdict}"
             )
     return 1 if failures else 0
+
+
+def overlay_names(paths: list[Path]) -> list[str]:
+    """A distinct overlay name per image: the file name, with its parent folders in front where two images
+    share a name (MVTec-layout folders all hold a ``000.png``)."""
+    names = [p.stem for p in paths]
+    for depth in range(1, 8):
+        clashing = {n for n in names if names.count(n) > 1}
+        if not clashing:
+            return names
+        names = [
+            "_".join([*p.resolve().parent.parts[-depth:], p.stem]) if n in clashing else n for p, n in zip(paths, names)
+        ]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # the same file given twice
+        seen[n] = seen.get(n, 0) + 1
+        unique.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
+    return unique
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -260,15 +373,18 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--save-bundle goes with --zero-shot or --settle: otherwise nothing changes")
     if args.save_bundle is not None and args.save_bundle.exists():
         raise InputError(f"{args.save_bundle} exists; --save-bundle writes a new bundle")
-    inspector = Inspector.load(args.bundle, args.backend)
+    inspector = Inspector.load(args.bundle, args.backend, trusted_keys=args.trusted_key)
+    outcome = {"saved": False}
 
     def saved(fitted: Inspector) -> None:
         if args.save_bundle is None:
             return
         try:  # the line goes on whether or not the bundle could be written
             fitted.save(args.save_bundle)
+            outcome["saved"] = True
             print(f"learnt from the line, saved as {args.save_bundle}", file=sys.stderr, flush=True)
         except (OSError, EdgeAnomalyError, ValueError) as exc:
+            outcome["save_error"] = str(exc)
             print(f"edge-anomaly run: could not save what was learnt: {exc}", file=sys.stderr, flush=True)
 
     if args.zero_shot:
@@ -299,13 +415,42 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         threading.Thread(target=status, name="status", daemon=True).start()
+    stdout_open = True
     try:
         for event in runner:
-            # Printed after every sink (the event log first) has the record: an acknowledgement.
-            print(f"{event.kind} {json.dumps(event.record)}", flush=True)
+            if not stdout_open:
+                continue  # the run still ends cleanly: open event closed, verdicts drained, stream_end logged
+            try:
+                # Printed after every sink (the event log first) has the record: an acknowledgement.
+                print(f"{event.kind} {json.dumps(event.record, allow_nan=False)}", flush=True)
+            except BrokenPipeError:
+                stdout_open = False
+                _close_stdout()
+                runner.stop()
     finally:
         done.set()
-    return 0
+    if not args.quiet:
+        print(file=sys.stderr)  # end the status line
+    return _run_outcome(args, runner, stdout_open, outcome)
+
+
+def _run_outcome(args: argparse.Namespace, runner, stdout_open: bool, outcome: dict) -> int:
+    """Exit 0 only when the run did what was asked; otherwise one line saying what did not happen."""
+    problems = []
+    if runner.failure is not None:
+        problems.append(f"{runner.failure}; every record before it is in the log")
+    if not stdout_open:
+        problems.append("output closed early (broken pipe); the run stopped cleanly, its records are in the log")
+    if args.save_bundle is not None and not outcome["saved"]:
+        done = runner.stats.inspected
+        problems.append(
+            outcome.get("save_error")
+            or f"nothing saved to {args.save_bundle}: the source ended after {done} frames, before "
+            + ("the zero-shot bootstrap had enough frames" if args.zero_shot else f"{args.settle} frames settled it")
+        )
+    for problem in problems:
+        print(f"edge-anomaly run: error: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems else 0
 
 
 def _chat(args: argparse.Namespace) -> int:

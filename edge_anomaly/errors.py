@@ -15,3 +15,7 @@ class BundleError(EdgeAnomalyError):
 
 class BackendError(EdgeAnomalyError):
     """No inference backend can run the bundle here, or the one asked for is unavailable."""
+
+
+class InferenceError(EdgeAnomalyError):
+    """The graphs gave no usable answer for a frame (a non-finite score or map): never read as "normal"."""

@@ -13,6 +13,7 @@ shots (``edge_anomaly.zero_shot``); their labels are never looked at.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -84,9 +85,15 @@ def evaluate_category(
     ``overlays``: write heatmap overlays of the first 3 normal and 3 anomalous test images there."""
     from edge_anomaly.export.build_bundle import build_bundle
 
+    if shots < 0:
+        raise InputError(f"shots must be 0 (zero-shot) or more, got {shots}")
     category = Path(category)
     list_images(category / "train" / "good")
     items = load_test_set(category)
+    kinds = {item.is_anomalous for item in items}
+    if kinds != {True, False}:
+        missing = "anomalous" if True not in kinds else "good (normal)"
+        raise InputError(f"{category / 'test'} holds no {missing} test images: AUROC and accuracy need both kinds")
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-eval-") as work:
         start = time.perf_counter()
         bundle = build_bundle(
@@ -105,6 +112,7 @@ def evaluate_category(
         inspector = Inspector(bundle, backend)
         labels, scores, decisions, masks, maps, thresholds = [], [], [], [], [], []
         shown = {0: 0, 1: 0}
+        resized_masks = 0
         method, picked = bundle.manifest["threshold"]["method"], []
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
         if shots == 0:
@@ -119,7 +127,8 @@ def evaluate_category(
                 labels.append(int(item.is_anomalous))
                 scores.append(result.score)
                 decisions.append(int(result.is_anomalous))
-                mask, score_map = _metric_pair(item, result.anomaly_map)
+                mask, score_map, resized = _metric_pair(item, result.anomaly_map)
+                resized_masks += resized
                 label = int(item.is_anomalous)
                 if overlays is not None and shown[label] < OVERLAYS_PER_CLASS:
                     shown[label] += 1
@@ -128,6 +137,12 @@ def evaluate_category(
                 maps.append(score_map)
             bar.update(len(chunk))
         bar.close()
+    if resized_masks:
+        print(
+            f"eval {category.name}: warning: {resized_masks} ground-truth masks are not the size of their images; "
+            "they were resized to them (nearest neighbour) before scoring",
+            file=sys.stderr,
+        )
     labels_a, scores_a = np.asarray(labels), np.asarray(scores)
     return {
         "category": category.name,
@@ -165,18 +180,19 @@ def _inspected(inspector: Inspector, items: list[LabelledImage]):
         yield chunk, inspector.inspect_batch([it.path for it in chunk])
 
 
-def _metric_pair(item: LabelledImage, anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mask and map at a common size, at most ``METRIC_SIDE`` on the longer side."""
+def _metric_pair(item: LabelledImage, anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Mask and map at a common size, at most ``METRIC_SIDE`` on the longer side, and whether the mask had
+    another size than its image (the map is at the image's size)."""
     h, w = anomaly_map.shape
     scale = min(1.0, METRIC_SIDE / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     score_map = cv2.resize(anomaly_map, size, interpolation=cv2.INTER_AREA) if scale < 1 else anomaly_map
     if item.mask_path is None:
-        return np.zeros(score_map.shape, dtype=bool), score_map
+        return np.zeros(score_map.shape, dtype=bool), score_map, False
     mask = cv2.imread(str(item.mask_path), cv2.IMREAD_GRAYSCALE)
     if mask is None:
         raise InputError(f"cannot read mask {item.mask_path}")
-    return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 127, score_map
+    return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST) > 127, score_map, mask.shape != (h, w)
 
 
 def is_category(path: Path) -> bool:

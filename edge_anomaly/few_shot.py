@@ -18,6 +18,7 @@ import numpy as np
 from . import bundle_format as fmt
 from .bundle import Bundle, seal_bundle
 from .calibration import Calibration, calibrate_held_out_quarters
+from .errors import InputError
 from .images import preprocess, resize_square
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
 from .placement import DEFAULT_LAYOUT, EVERYWHERE, PLACE_COLUMNS, REACH, resolve_layout, with_places
@@ -74,14 +75,14 @@ def fit_normal_shots(
     line as shots, and those tend to share one pose: the 4 most typical screws of the dev set looked
     aligned, the 16 most typical did not."""
     if not shots:
-        raise ValueError("at least one normal shot is needed")
+        raise InputError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
     requested_layout, (applied_layout, share) = layout, resolve_layout(layout, plain, presumed_normal)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":
         if requested == "dihedral":
-            raise ValueError("dihedral views contradict an aligned layout: parts that turn are not aligned")
+            raise InputError("dihedral views contradict an aligned layout: parts that turn are not aligned")
         augmentation = "none"
     views = [v for shot in shots for v in shot_views(shot, augmentation)[1:]]
     n_views = 1 + len(views) // len(shots)
@@ -114,8 +115,9 @@ def fit_normal_shots(
     )
 
 
-def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
+def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit, kept: dict[str, str] | None = None) -> Bundle:
     """Write bank, shots and threshold beside the graphs already in ``root``, then seal the manifest.
+    ``kept``: other files already in ``root`` (relative name -> role) that the bundle keeps listing.
 
     Shots are stored at the input size so the edge box can refit when more
     shots arrive; they are the user's own normal images, never anything else.
@@ -125,6 +127,7 @@ def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit) -> Bundle:
     (root / fmt.SHOTS_DIR).mkdir(exist_ok=True)
     np.save(root / fmt.MEMORY_BANK, fit.memory_bank, allow_pickle=False)
     roles = {
+        **(kept or {}),
         fmt.ENCODER_ONNX: fmt.ROLE_ENCODER,
         fmt.DECODER_ONNX: fmt.ROLE_DECODER,
         fmt.MEMORY_BANK: fmt.ROLE_MEMORY_BANK,

@@ -7,6 +7,7 @@ is refused with a message that says what was expected and what was found.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,9 @@ from .errors import InputError
 ImageLike = str | Path | np.ndarray
 
 MIN_SIDE = 32
+# The largest frame accepted, in pixels (OpenCV's decoder limit, set in ``edge_anomaly/__init__``): far above
+# any line camera (a 151 MP sensor is the largest sold), far below what would exhaust an edge box's memory.
+MAX_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 100_000_000))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -26,13 +30,26 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"image file {path} does not exist")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = decode_image(data, path)
     if image is None:
         raise InputError(f"cannot decode image file {path}: not an image or corrupt")
     try:
         return to_rgb_uint8(image, color_order="bgr")
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+
+
+def decode_image(data: np.ndarray, path: str | Path) -> np.ndarray | None:
+    """Encoded bytes -> the image as stored (OpenCV order), or None when they are no image; an image of
+    more than ``MAX_PIXELS`` pixels raises ``InputError`` before it is decoded."""
+    if not data.size:
+        return None
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise InputError(f"image file {path} has more than {MAX_PIXELS:,} pixels; refused unread") from None
+        return None
 
 
 def to_rgb_uint8(frame: np.ndarray, color_order: str = "bgr") -> np.ndarray:
@@ -52,6 +69,8 @@ def to_rgb_uint8(frame: np.ndarray, color_order: str = "bgr") -> np.ndarray:
         raise InputError(f"frame must be HxW, HxWx1, HxWx3 or HxWx4, got shape {frame.shape} {frame.dtype}")
     if min(frame.shape[:2]) < MIN_SIDE:
         raise InputError(f"frame is {frame.shape[1]}x{frame.shape[0]} pixels, need at least {MIN_SIDE} on each side")
+    if frame.shape[0] * frame.shape[1] > MAX_PIXELS:
+        raise InputError(f"frame is {frame.shape[1]}x{frame.shape[0]} pixels, more than the {MAX_PIXELS:,} accepted")
     frame = _to_uint8(frame)
     if frame.ndim == 2 or frame.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -23,11 +24,11 @@ import numpy as np
 from . import bundle_format as fmt
 from .bundle import Bundle, open_bundle
 from .calibration import Calibration, raise_to_presumed_normal
-from .errors import InputError
+from .errors import InferenceError, InputError
 from .few_shot import FewShotFit, Preprocessing, encode_images, fit_normal_shots, write_fitted_bundle
 from .findings import Region, find_regions
 from .images import ImageLike, as_rgb, read_image
-from .verdicts import template_verdict
+from .verdicts import narrate, template_verdict
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,23 @@ class InspectionResult:
 
     def verdict(self) -> str:
         """One sentence for the operator: from the bundle's language model, checked against the
-        finding (template sentence when it disagrees), or the template sentence when there is no model."""
-        return self.narrator.verdict(self) if self.narrator is not None else template_verdict(self)
+        finding (template sentence when it disagrees, fails or is missing; ``narrated_verdict`` says which)."""
+        return self.narrated_verdict().text
+
+    def narrated_verdict(self):
+        """The verdict with its source and, when the template stood in, the reason (``verdicts.narrate``)."""
+        return narrate(self.narrator, self)
 
     def ask(self, question: str) -> str:
         """A follow-up about this finding; the conversation keeps its last turns."""
-        if self.narrator is None:
+        answer = None
+        if self.narrator is not None:
+            try:
+                answer = self.narrator.ask(self, self.conversation, question)
+            except Exception as exc:  # noqa: BLE001  as for verdicts: the measured facts stand in
+                answer = f"The language model failed ({exc}); what was measured: {template_verdict(self)}"
+        if answer is None:
             answer = f"This bundle has no language model; what was measured: {template_verdict(self)}"
-        else:
-            answer = self.narrator.ask(self, self.conversation, question)
         self.conversation.append((question, answer))
         return answer
 
@@ -83,6 +92,10 @@ class Inspector:
     ) -> None:
         from edge_anomaly.runtime.backends import select_backend
 
+        if threshold is not None and not (
+            isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)
+        ):
+            raise InputError(f"threshold must be a finite number, got {threshold!r}")
         self.bundle = bundle
         choice = select_backend(bundle, backend, threads)
         self._backend = choice.backend
@@ -104,10 +117,28 @@ class Inspector:
         threshold: float | None = None,
         threads: int = 0,
         llm: str = "auto",
+        trusted_keys: Sequence[str | Path | bytes] | None = None,
     ) -> Inspector:
         """Open and verify ``bundle`` (directory or tar). ``threshold`` overrides the calibrated one;
-        ``llm``: ``"auto"`` (the bundle's model, if it has one), ``"none"``, or a ``.gguf`` path."""
-        return cls(open_bundle(bundle), backend, threshold, threads, llm)
+        ``llm``: ``"auto"`` (the bundle's model, if it has one), ``"none"``, or a ``.gguf`` path;
+        ``trusted_keys``: Ed25519 public keys (PEM files or bytes), and then only a bundle signed by one of
+        them loads (``export --sign``)."""
+        opened = open_bundle(bundle, trusted_keys)
+        try:
+            return cls(opened, backend, threshold, threads, llm)
+        except BaseException:
+            opened.close()
+            raise
+
+    def close(self) -> None:
+        """Release the bundle's unpacked files (a tarred bundle's temporary folder); the inspector is done."""
+        self.bundle.close()
+
+    def __enter__(self) -> Inspector:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _narrator(self, llm: str):
         if llm == "none":
@@ -225,15 +256,22 @@ class Inspector:
         """Write the current state (with any added shots) as a new, sealed bundle."""
         out = Path(out)
         if out.resolve() == self.bundle.root.resolve():
-            raise ValueError("save to a new directory; the loaded bundle stays as it was")
+            raise InputError("save to a new directory; the loaded bundle stays as it was")
         fit = self._fit
         if fit is None:
-            raise ValueError("nothing changed since load: copy the bundle instead")
+            raise InputError("nothing changed since load: copy the bundle instead")
         out.mkdir(parents=True, exist_ok=False)
         for role in (fmt.ROLE_ENCODER, fmt.ROLE_DECODER):
             shutil.copy2(self.bundle.path_of(role), out / self.bundle.path_of(role).name)
+        kept = {}  # the language model goes along; engines do not (profiled for the old bank, and GPU-specific)
+        for role in (fmt.ROLE_LLM, fmt.ROLE_LLM_ADAPTER):
+            for path in self.bundle.files_of(role):
+                name = path.relative_to(self.bundle.root).as_posix()
+                shutil.copy2(path, out / name)
+                kept[name] = role
         manifest = json.loads(json.dumps(self.bundle.manifest))
-        return write_fitted_bundle(out, manifest, fit)
+        manifest["engines"] = []
+        return write_fitted_bundle(out, manifest, fit, kept)
 
     def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
         """One frame (array or path) -> ``InspectionResult``; a list of frames -> a list, run as one batch."""
@@ -252,6 +290,11 @@ class Inspector:
         t2 = time.perf_counter()
         maps, scores = self._backend.decode(features, self._memory_bank)
         t3 = time.perf_counter()
+        if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
+            raise InferenceError(
+                f"the {self.backend_name} backend gave a non-finite score or map for {len(frames)} frame(s); "
+                "no decision is made (check the bundle and the backend)"
+            )
         per = 1000.0 / len(frames)
         latency = {"preprocess": (t1 - t0) * per, "encoder": (t2 - t1) * per, "decoder": (t3 - t2) * per}
         return [

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 LAYOUTS = ("auto", "aligned", "free")
 DEFAULT_LAYOUT = "auto"
 PLACE_COLUMNS = 3  # grid row, grid column, reach
@@ -43,11 +45,11 @@ def resolve_layout(
     with one frame in all). Aligned needs two shots whatever the evidence: with one, a held-out quarter of
     the shot has no other patch at its place to calibrate the threshold against."""
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
+        raise InputError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
     frames = shot_features if presumed_normal is None else np.concatenate([shot_features, presumed_normal])
     share = aligned_share(frames) if len(frames) >= 2 else None
     if layout == "aligned" and len(shot_features) < 2:
-        raise ValueError("an aligned layout needs at least 2 shots: one shot cannot show where things belong")
+        raise InputError("an aligned layout needs at least 2 shots: one shot cannot show where things belong")
     if layout == "auto":
         layout = "aligned" if len(shot_features) >= 2 and share >= ALIGNED_SHARE else "free"
     return layout, share

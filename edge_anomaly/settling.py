@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .errors import InputError
 from .images import ImageLike, as_rgb, resize_square
 from .inspector import InspectionResult, Inspector
 
@@ -31,7 +32,7 @@ class SettlingInspector:
         self, inspector: Inspector, frames: int = 16, on_settled: Callable[[Inspector], None] | None = None
     ) -> None:
         if frames < MIN_SETTLE_FRAMES:
-            raise ValueError(f"settling needs at least {MIN_SETTLE_FRAMES} frames, got {frames}")
+            raise InputError(f"settling needs at least {MIN_SETTLE_FRAMES} frames, got {frames}")
         self.inspector, self.frames, self.on_settled = inspector, frames, on_settled
         self.narrator = inspector.narrator
         self._seen: list[np.ndarray] = []  # at the input size, to bound memory

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import InputError
+
 AUGMENTATIONS = ("auto", "none", "dihedral")
 DEFAULT_AUGMENTATION = "auto"
 AUTO_MAX_SHOTS = 4  # "auto": dihedral views up to this many shots; past it the shots cover poses themselves
@@ -31,7 +33,7 @@ def resolve_augmentation(augmentation: str, shots: int) -> str:
     0.72; they double the bank (decoder time) and take 1.6-2.5 s to fit on 2 cores.
     """
     if augmentation not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augmentation!r}: expected one of {AUGMENTATIONS}")
+        raise InputError(f"unknown augmentation {augmentation!r}: expected one of {AUGMENTATIONS}")
     if augmentation == "auto":
         return "dihedral" if shots <= AUTO_MAX_SHOTS else "none"
     return augmentation
@@ -43,7 +45,7 @@ def shot_views(image: np.ndarray, augmentation: str) -> list[np.ndarray]:
         return [image]
     if augmentation == "dihedral":
         return [np.ascontiguousarray(v) for v in _dihedral(image)]
-    raise ValueError(f"unknown augmentation {augmentation!r}: expected 'none' or 'dihedral'")
+    raise InputError(f"unknown augmentation {augmentation!r}: expected 'none' or 'dihedral'")
 
 
 def patch_sources(side: int, augmentation: str) -> np.ndarray:

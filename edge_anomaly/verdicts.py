@@ -7,12 +7,40 @@ threshold, and nothing else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .findings import size_words
 
 if TYPE_CHECKING:
     from .inspector import InspectionResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NarratedVerdict:
+    """A verdict and where it came from: ``source`` is the model's name or ``"template"``, and
+    ``fallback_reason`` says why the template stood in (None when the model spoke)."""
+
+    text: str
+    source: str
+    fallback_reason: str | None = None
+
+
+def narrate(narrator: Any, result: InspectionResult) -> NarratedVerdict:
+    """The narrator's verdict, or the template sentence with the reason when there is none or it fails.
+
+    One fallback for every caller (``inspect --verdict``, ``chat``, the stream's verdict worker): a model
+    that cannot load or breaks mid-call never costs the operator the verdict itself."""
+    if narrator is None:
+        return NarratedVerdict(template_verdict(result), "template", "no language model")
+    try:
+        return NarratedVerdict(narrator.verdict(result), getattr(narrator, "name", "llm"))
+    except Exception as exc:  # noqa: BLE001  whatever the model's failure, the finding still gets its sentence
+        log.warning("language model failed, template verdict used: %s", exc)
+        return NarratedVerdict(template_verdict(result), "template", f"language model failed: {exc}")
 
 
 def template_verdict(result: InspectionResult) -> str:

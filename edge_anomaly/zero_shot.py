@@ -150,9 +150,9 @@ class ZeroShotInspector:
         on_bootstrap: Callable[[Inspector], None] | None = None,
     ) -> None:
         if window < MIN_FRAMES:
-            raise ValueError(f"window must hold at least {MIN_FRAMES} frames")
+            raise InputError(f"window must hold at least {MIN_FRAMES} frames")
         if bootstrap_after is not None and not 2 * PSEUDO_SHOTS <= bootstrap_after <= window:
-            raise ValueError(f"bootstrap_after must lie between {2 * PSEUDO_SHOTS} and the window ({window})")
+            raise InputError(f"bootstrap_after must lie between {2 * PSEUDO_SHOTS} and the window ({window})")
         self.inspector, self.fraction, self.bootstrap_after = inspector, fraction, bootstrap_after
         self.on_bootstrap = on_bootstrap  # called once with the fitted inspector, e.g. to save it as a bundle
         self.narrator = inspector.narrator

@@ -17,6 +17,7 @@ from edge_anomaly.bundle import Bundle, open_bundle
 from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
 from edge_anomaly.images import list_images, read_image
+from edge_anomaly.manifest import object_name_problem
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
 from edge_anomaly.placement import DEFAULT_LAYOUT
 from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
@@ -52,13 +53,22 @@ def build_bundle(
     layout: str = DEFAULT_LAYOUT,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
-    ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default)."""
-    shot_paths = choose_shots(normal, shots, seed)
-    images = [read_image(p) for p in shot_paths]
-    graphs = build_graphs(encoder, image_size, stages, head_weight)
+    ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default).
+    Every option is checked before any work is done, and a mistake raises ``InputError`` saying which."""
+    problem = object_name_problem(object_name)
+    if problem:
+        raise InputError(f"object name {problem}")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is {'not a folder' if not out.is_dir() else 'not empty'}")
+    shot_paths = choose_shots(normal, shots, seed)
+    if layout == "aligned" and len(shot_paths) < 2:
+        raise InputError("layout 'aligned' needs at least 2 shots: one shot cannot show where things belong")
+    images = [read_image(p) for p in shot_paths]
+    try:
+        graphs = build_graphs(encoder, image_size, stages, head_weight)
+    except (ValueError, ImportError) as exc:
+        raise InputError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent))  # same disk: the move is a rename
     try:

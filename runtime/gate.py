@@ -46,6 +46,12 @@ class EventGate:
         self.current: OpenEvent | None = None
         self._next_id = 0
 
+    def continue_numbering(self, next_id: int) -> None:
+        """Number the next event ``next_id``: a restarted run continues its event log's numbering."""
+        if self.current is not None:
+            raise ValueError("cannot renumber while an event is open")
+        self._next_id = next_id
+
     def update(self, frame_id: int, timestamp: float, anomalous: bool, score: float, payload: Any = None) -> GateStep:
         """Feed one frame's decision; ``payload`` is kept if this frame becomes the event's best."""
         self._recent_open.append(anomalous)

@@ -174,13 +174,22 @@ class LazyVerdictModel:
     def __init__(self, gguf: Path, adapter: Path | None = None, style: str | None = None) -> None:
         self.gguf, self.adapter, self.style = gguf, adapter, style
         self._model: LlamaVerdictModel | None = None
+        self._failure: str | None = None
         self._lock = threading.Lock()
 
     @property
     def model(self) -> LlamaVerdictModel:
+        """The loaded model; a model that failed to load fails again at once, with the same reason, instead
+        of being loaded again for every verdict."""
         with self._lock:
+            if self._failure is not None:
+                raise BackendError(self._failure)
             if self._model is None:
-                self._model = LlamaVerdictModel(self.gguf, self.adapter, self.style)
+                try:
+                    self._model = LlamaVerdictModel(self.gguf, self.adapter, self.style)
+                except BackendError as exc:
+                    self._failure = str(exc)
+                    raise
             return self._model
 
     def verdict(self, result: InspectionResult) -> str:

@@ -23,9 +23,10 @@ import cv2
 import numpy as np
 
 from edge_anomaly.errors import InputError
-from edge_anomaly.images import IMAGE_SUFFIXES
+from edge_anomaly.images import IMAGE_SUFFIXES, decode_image
 
 log = logging.getLogger(__name__)
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,13 @@ class ImageFolderSource:
         if self._next >= len(self._files):
             return None
         path = self._files[self._next]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        frame = Frame(self._next, time.time(), image, str(path), None if image is not None else f"cannot decode {path}")
+        try:
+            image, error = decode_image(np.fromfile(path, dtype=np.uint8), path), None
+        except (InputError, OSError) as exc:
+            image, error = None, str(exc)
+        if image is None and error is None:
+            error = f"cannot decode {path}"
+        frame = Frame(self._next, time.time(), image, str(path), error)
         self._next += 1
         return frame
 
@@ -144,16 +150,18 @@ class ReconnectingSource:
         max_backoff: float = 30.0,
         max_attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        first: FrameSource | None = None,
     ) -> None:
+        """``first``: the source already opened once (``open_source`` opens a local camera up front)."""
         self._factory = factory
         self._initial, self._max = initial_backoff, max_backoff
         self._max_attempts = max_attempts
         self._sleep = sleep
-        self._source: FrameSource | None = None
+        self._source: FrameSource | None = first
         self._next_id = 0
         self.reconnects = 0
         self.failures = 0
-        self.name = "reconnecting"
+        self.name = first.name if first is not None else "reconnecting"
         self.live = True
 
     def read(self) -> Frame | None:
@@ -194,9 +202,22 @@ class ReconnectingSource:
 
 
 def open_source(spec: int | str | Path, max_attempts: int | None = None) -> FrameSource:
-    """A source for ``spec``; live ones come wrapped in ``ReconnectingSource``."""
+    """A source for ``spec``; live ones come wrapped in ``ReconnectingSource``.
+
+    A source that can never open fails here, at once: a wrong type, a file that is not there, a camera
+    that does not answer its first open. Only network sources (a camera on the network may be booting)
+    retry their first open; every live source retries after it has delivered once."""
+    if isinstance(spec, bool) or not isinstance(spec, (int, str, Path)):
+        raise SourceError(
+            f"source must be a camera index, a device, a URL, a GStreamer pipeline, a video, a folder or a glob, "
+            f"got {type(spec).__name__} {spec!r}"
+        )
+    if isinstance(spec, str) and not spec.strip():
+        raise SourceError("source is empty")
     if isinstance(spec, str) and spec.isdigit():
         spec = int(spec)
+    if isinstance(spec, int) and spec < 0:
+        raise SourceError(f"camera index must be 0 or more, got {spec}")
     if isinstance(spec, (str, Path)) and not _is_live(spec):
         path = Path(spec)
         if path.is_dir() or any(ch in str(spec) for ch in "*?[") or path.suffix.lower() in IMAGE_SUFFIXES:
@@ -204,11 +225,18 @@ def open_source(spec: int | str | Path, max_attempts: int | None = None) -> Fram
         if not path.exists():
             raise SourceError(f"video file {path} does not exist")
         return VideoCaptureSource(str(path))
-    return ReconnectingSource(lambda: VideoCaptureSource(spec), max_attempts=max_attempts)
+    if _is_network(spec):
+        return ReconnectingSource(lambda: VideoCaptureSource(spec), max_attempts=max_attempts)
+    first = VideoCaptureSource(spec)  # a camera or pipeline that cannot open now is a mistake, not an outage
+    return ReconnectingSource(lambda: VideoCaptureSource(spec), max_attempts=max_attempts, first=first)
+
+
+def _is_network(spec: int | str | Path) -> bool:
+    return isinstance(spec, str) and spec.startswith(NETWORK_SCHEMES)
 
 
 def _is_live(spec: int | str | Path) -> bool:
     if isinstance(spec, int):
         return True
     text = str(spec)
-    return text.startswith(("rtsp://", "rtsps://", "http://", "https://", "/dev/video")) or "!" in text
+    return text.startswith((*NETWORK_SCHEMES, "/dev/video")) or "!" in text

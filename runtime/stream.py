@@ -12,6 +12,15 @@ An event's verdict is asked for when the event closes, for its best frame;
 the loop never waits for it. ``stop()`` (SIGINT/SIGTERM in the CLI) ends the
 loop cleanly: the open event is closed, pending verdicts are drained (template
 sentences if the provider does not answer in time), every sink is flushed.
+
+Every record carries the run's id (``run``), the stream's source and, for
+event records, ``event_uid`` (run id and event number), which stays the same
+wherever the record goes (log, broker). A run on an existing log continues its
+event numbering and first closes, as ``interrupted``, the events a killed run
+left open. The event log is the one sink whose failure ends the run (an event
+that cannot be recorded must not be reported as if it were): the loop stops
+and ``stream_end`` says why. Any other sink that fails is logged and skipped
+for that record; the loop goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.errors import InputError
+from edge_anomaly.errors import InferenceError, InputError
 from edge_anomaly.inspector import Inspector
 
+from .event_log import EventLogError, LogHistory
 from .gate import EventGate, OpenEvent
 from .sinks import CallbackSink, EventLogSink, OverlaySink, Sink, SpeechSink, StreamEvent
 from .sources import Frame, FrameSource, SourceError, open_source
@@ -46,6 +57,7 @@ class StreamStats:
     captured: int = 0
     inspected: int = 0
     bad_frames: int = 0
+    failed_frames: int = 0  # the graphs gave no usable answer (a non-finite score): counted, never "normal"
     dropped: int = 0
     events: int = 0
     verdicts: int = 0
@@ -79,11 +91,21 @@ class StreamRunner:
         verdict_timeout: float = 10.0,
         queue_size: int = 8,
         max_frames: int | None = None,
+        history: LogHistory | None = None,
+        run_id: str | None = None,
     ) -> None:
+        """``history``: what earlier runs left in the event log (``EventLog.history``): numbering continues
+        from it and its unclosed events are closed as ``interrupted``. ``run_id``: a new one by default."""
+        if max_frames is not None and max_frames < 1:
+            raise InputError(f"max_frames must be at least 1, got {max_frames}")
         self.inspector = inspector
         self.source = source
         self.sinks = list(sinks or [])
         self.gate = gate or EventGate()
+        self.history = history or LogHistory()
+        self.gate.continue_numbering(self.history.next_event)
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.failure: str | None = None  # why the run had to end early (the event log failed), else None
         self.worker = VerdictWorker(provider, verdict_timeout)
         self.max_frames = max_frames
         self.stats = StreamStats()
@@ -105,10 +127,10 @@ class StreamRunner:
     def __iter__(self) -> Iterator[StreamEvent]:
         self._capture.start()
         try:
+            yield from self._close_interrupted()
             yield from self._loop()
             self.stats.loop_ended = time.perf_counter()
-            reason = "stopped" if self._stop.is_set() else "end_of_stream"
-            yield from self._finish(reason)
+            yield from self._finish("stopped" if self._stop.is_set() else "end_of_stream")
         finally:
             self._stop.set()
             self.source.close()
@@ -139,6 +161,11 @@ class StreamRunner:
         except InputError as exc:
             self._skip(frame, str(exc))
             return
+        except InferenceError as exc:
+            self.stats.failed_frames += 1
+            if self.stats.failed_frames <= 10 or self.stats.failed_frames % 1000 == 0:
+                log.error("frame %d not inspected (%d so far): %s", frame.id, self.stats.failed_frames, exc)
+            return
         self.stats.latency_ms.append((time.perf_counter() - start) * 1000)
         self.stats.inspected += 1
         step = self.gate.update(frame.id, frame.timestamp, result.is_anomalous, result.score, (frame, result))
@@ -152,7 +179,7 @@ class StreamRunner:
                 "score": result.score,
                 "threshold": result.threshold,
                 "location": result.location,
-                "source": frame.source,
+                "frame_source": frame.source,
             }
             yield from self._emit(StreamEvent("event_opened", record, result, frame.image))
         if step.closed is not None:
@@ -182,6 +209,18 @@ class StreamRunner:
         yield from self._emit(StreamEvent("event_closed", record, best, best_frame.image))
         self.worker.submit(event.id, best)
 
+    def _close_interrupted(self) -> Iterator[StreamEvent]:
+        """Close the events a killed run left open in the log, each under its own run's ``event_uid``."""
+        for opened in self.history.dangling:
+            record = {
+                "type": "event_closed",
+                "event": opened["event"],
+                "opened_frame": opened.get("frame"),
+                "reason": "interrupted",
+                "closed_by_run": self.run_id,
+            }
+            yield from self._emit(StreamEvent("event_closed", record), opened.get("run"), opened.get("source"))
+
     def _verdicts(self, verdicts) -> Iterator[StreamEvent]:
         for v in verdicts:
             self.stats.verdicts += 1
@@ -199,12 +238,36 @@ class StreamRunner:
         if open_event is not None:
             yield from self._close(open_event, self._last_frame, reason)
         yield from self._verdicts(self.worker.drain(self.worker.timeout))
+        if self.failure is not None:
+            reason = "event_log_failed"
         record = {"type": "stream_end", "reason": reason, **self.stats.to_dict(), "verdict_counts": self.worker.counts}
         yield from self._emit(StreamEvent("stream_end", record))
 
-    def _emit(self, event: StreamEvent) -> Iterator[StreamEvent]:
+    def _emit(self, event: StreamEvent, run: str | None = None, source: str | None = None) -> Iterator[StreamEvent]:
+        """Stamp the record with run, source and event uid, hand it to every sink (the event log first), then
+        yield it: a yielded record is on disk. A record the event log refused is not yielded."""
+        if self.failure is not None and event.kind != "stream_end":
+            return
+        run = run or self.run_id
+        event.record.update(run=run, source=source or self.source.name)
+        if "event" in event.record:
+            event.record["event_uid"] = f"{run}-{event.record['event']}"
         for sink in self.sinks:
-            sink.handle(event)
+            if self.failure is not None and isinstance(sink, EventLogSink):
+                continue
+            try:
+                sink.handle(event)
+            except EventLogError as exc:
+                self.failure = str(exc)
+                self._stop.set()
+                log.error("%s; the run ends here, every earlier record is on disk", exc)
+                if event.kind != "stream_end":
+                    return
+                event.record["error"] = self.failure
+            except Exception as exc:  # noqa: BLE001  a broken sink must not end the line's inspection
+                log.error("sink %s failed on a %s record: %s", type(sink).__name__, event.kind, exc)
+        if self.failure is not None and event.kind == "stream_end":
+            event.record["error"] = self.failure
         yield event
 
     def _capture_loop(self) -> None:
@@ -243,19 +306,30 @@ def stream(
     events: str | Path | None = None,
     overlays: str | Path | None = None,
     speak: bool = False,
+    sinks: list[Sink] | None = None,
     **options,
 ) -> StreamRunner:
-    """Build a runner for ``source`` with the usual sinks: iterate it, or call ``.run()``."""
+    """Build a runner for ``source`` with the usual sinks, then ``sinks`` (yours: anything with ``handle``
+    and ``close``): iterate it, or call ``.run()``."""
     if not hasattr(source, "read"):
         source = open_source(source)
-    sinks: list[Sink] = []
-    if events is not None:
-        sinks.append(EventLogSink(events))  # first: an event is on disk before anyone else hears of it
-    if overlays is not None:
-        sinks.append(OverlaySink(overlays))
-    if speak:
-        sinks.append(SpeechSink())
-    if on_event is not None:
-        sinks.append(CallbackSink(on_event))
-    options.setdefault("provider", inspector.narrator)  # the bundle's model, or None for template verdicts
-    return StreamRunner(inspector, source, sinks, **options)
+    chosen: list[Sink] = []
+    try:
+        if events is not None:
+            log_sink = EventLogSink(events)  # first: an event is on disk before anyone else hears of it
+            chosen.append(log_sink)
+            options.setdefault("history", log_sink.log.history)
+        if overlays is not None:
+            chosen.append(OverlaySink(overlays))
+        if speak:
+            chosen.append(SpeechSink())
+        chosen += list(sinks or [])
+        if on_event is not None:
+            chosen.append(CallbackSink(on_event))
+        options.setdefault("provider", inspector.narrator)  # the bundle's model, or None for template verdicts
+        return StreamRunner(inspector, source, chosen, **options)
+    except BaseException:
+        for sink in chosen:
+            sink.close()
+        source.close()
+        raise

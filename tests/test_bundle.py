@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tarfile
@@ -23,7 +24,7 @@ def bundle_copy(bundle_dir, tmp_path):
 
 def test_manifest_records_what_the_runtime_needs(bundle_dir):
     m = open_bundle(bundle_dir).manifest
-    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 2
+    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 3
     assert m["input"]["size"] == 128 and m["input"]["mean"] == [0.5, 0.5, 0.5]
     assert m["encoder"]["name"] == "lite0" and m["encoder"]["strides"] == [8, 16]
     # "auto": crops of a fine weave look alike at each place, so the shots count as aligned and take no views
@@ -105,7 +106,7 @@ def test_memory_bank_with_impossible_places_is_refused(bundle_copy, column, valu
 def test_newer_format_version_is_refused(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["format_version"] = 99
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _write_sealed(bundle_copy, manifest)
     with pytest.raises(BundleError, match="format version 99"):
         open_bundle(bundle_copy)
 
@@ -113,7 +114,7 @@ def test_newer_format_version_is_refused(bundle_copy):
 def test_path_outside_the_bundle_is_refused(bundle_copy):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
     manifest["files"]["../outside.bin"] = {"role": "engine", "sha256": "0" * 64, "bytes": 1}
-    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    _write_sealed(bundle_copy, manifest)
     with pytest.raises(BundleError, match="points outside the bundle"):
         open_bundle(bundle_copy)
 
@@ -147,13 +148,32 @@ def test_tar_with_a_link_is_refused(tmp_path):
         info.type = tarfile.SYMTYPE
         info.linkname = "/etc/passwd"
         tar.addfile(info)
-    with pytest.raises(BundleError, match="cannot unpack"):
+    with pytest.raises(BundleError, match="holds no manifest.json file"):
+        open_bundle(evil)
+
+
+def test_link_beside_a_real_bundle_in_a_tar_is_refused(bundle_dir, tmp_path):
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file()):
+            tar.add(path, arcname=path.relative_to(bundle_dir).as_posix())
+        info = tarfile.TarInfo("shots/0000.png.lnk")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(BundleError, match="not a plain file"):
         open_bundle(evil)
 
 
 def _rehash(root, name):
+    """What someone who rewrites a file and its manifest entry does: hash the file, reseal the manifest."""
     from edge_anomaly.bundle import sha256_file
 
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["files"][name]["sha256"] = sha256_file(root / name)
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    _write_sealed(root, manifest)
+
+
+def _write_sealed(root, manifest):
+    text = json.dumps(manifest).encode()
+    (root / "manifest.json").write_bytes(text)
+    (root / "manifest.sha256").write_text(hashlib.sha256(text).hexdigest() + "\n")

@@ -199,6 +199,42 @@ def test_kill_9_loses_no_acknowledged_event(bundle_dir, frame_folder, tmp_path):
     assert acknowledged == logged[: len(acknowledged)]
 
 
+def test_a_run_after_kill_9_continues_the_numbering_and_closes_the_dead_runs_event(bundle_dir, frame_folder, tmp_path):
+    log = tmp_path / "events.jsonl"
+    proc = _start(bundle_dir, frame_folder, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it while an event is open: right after an event_opened
+        line = proc.stdout.readline()
+        if not line or line.startswith("event_opened"):
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    dead = read_events(log)
+    dead_run = dead[0]["run"]
+    left_open = {r["event"] for r in dead if r["type"] == "event_opened"} - {
+        r["event"] for r in dead if r["type"] == "event_closed"
+    }
+    assert left_open, "the killed run left no open event to close"
+
+    short = tmp_path / "short"
+    short.mkdir()
+    for path in sorted(frame_folder.iterdir())[15:45]:  # one defect pass (frames 20-25)
+        (short / path.name).write_bytes(path.read_bytes())
+    again = _start(bundle_dir, short, log)
+    again.communicate(timeout=120)
+    assert again.returncode == 0
+    after = read_events(log)[len(dead) :]
+    interrupted = [r for r in after if r["type"] == "event_closed" and r["reason"] == "interrupted"]
+    assert {r["event"] for r in interrupted} == left_open
+    assert all(r["run"] == dead_run and r["event_uid"] == f"{dead_run}-{r['event']}" for r in interrupted)
+    new_events = [r for r in after if r["type"] == "event_opened"]
+    assert new_events and new_events[0]["event"] == max(r["event"] for r in dead if "event" in r) + 1
+    new_run = after[-1]["run"]
+    assert new_run != dead_run and after[-1]["type"] == "stream_end"
+    assert all(r["run"] == new_run for r in after if r not in interrupted)
+    assert all(r["source"] == (str(frame_folder) if r in interrupted else str(short)) for r in after)
+
+
 def test_sigterm_stops_cleanly_and_flushes(bundle_dir, frame_folder, tmp_path):
     log = tmp_path / "events.jsonl"
     proc = _start(bundle_dir, frame_folder, log)
