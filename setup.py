@@ -16,7 +16,7 @@ CORE = [
     "tqdm>=4.66",
     "cryptography>=42",  # Ed25519 signatures over bundle manifests (export --sign, trusted keys)
 ]
-RUNTIME = [*CORE, "llama-cpp-python>=0.3.16"]  # builds from source where no wheel fits (about 7 min on 2 cores)
+RUNTIME = [*CORE, "llama-cpp-python>=0.3.16", "paho-mqtt>=2.1"]  # builds from source where no wheel fits (about 7 min on 2 cores)
 EXPORT = [
     TORCH,
     "onnx>=1.16",
@@ -38,6 +38,7 @@ RTX = ["tensorrt-rtx-cu13-libs>=1.7", "tensorrt-rtx-cu13-bindings>=1.7", "onnx>=
 GPU = ["onnxruntime-gpu>=1.18", "onnx>=1.16", "cuda-python>=12"]
 DEV = [
     *EXPORT,
+    "paho-mqtt>=2.1",
     "peft>=0.13",  # the tuning pipeline's test on a tiny Llama needs no gguf distribution
     *EVAL,
     "tensorrt-rtx-cu13-libs>=1.7",
@@ -67,6 +68,7 @@ setup(
     package_data={
         "edge_anomaly": ["samples/*/*.png", "samples/*/*/*.png", "samples/*/*/*/*.png"],
         "edge_anomaly.export": ["assets/*.gguf", "assets/*.json", "assets/*.npz"],
+        "edge_anomaly.runtime": ["web/*.html", "web/*.js", "web/*.css"],
     },
     install_requires=CORE,
     extras_require={

@@ -11,11 +11,18 @@ the verdicts were produced (model, or template on a full queue / timeout).
 
 By default frames come as fast as the loop takes them (the worst case: no
 idle CPU is left for the model); ``--fps 10`` paces them like a line camera.
+``--browser`` runs each load a second time with the live operator page served
+and headless Chromium watching it (``runtime.live_page``), and reports that
+run's p99 against the one without.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +56,32 @@ def paced(frames: list[np.ndarray], fps: float):
         yield frame
 
 
+@contextlib.contextmanager
+def watched_page(profile: Path):
+    """The live page on a free loopback port with headless Chromium polling it, for as long as the block runs."""
+    from edge_anomaly.runtime.live_page import LivePage
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("--browser needs chromium (apt-get install chromium)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    page = LivePage("127.0.0.1", port)
+    browser = subprocess.Popen(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", page.url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(3)  # the browser is up and polling before the first frame
+    try:
+        yield page
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True)
@@ -61,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--fps", type=float, default=0.0, help="pace frames like a camera (0: as fast as taken)")
     parser.add_argument("--llm-threads", type=int, default=1, help="threads for the model (the loop keeps the rest)")
+    parser.add_argument("--browser", action="store_true", help="also run each load with the live page watched")
     args = parser.parse_args(argv)
 
     from edge_anomaly import Inspector
@@ -85,32 +119,41 @@ def main(argv: list[str] | None = None) -> int:
         inspector = Inspector(bundle, llm="none")
         for load in args.loads:
             frames = line_frames(args.frames, load)
-            runner = inspector.stream(
-                IterableSource(paced(frames, args.fps)),
-                provider=model,
-                verdict_timeout=30.0,
-                gate=EventGate(open_n=1, open_m=1, close_n=1, close_m=1),
-            )
-            stats = runner.run()
-            runs.append(
-                {
-                    "flagged": load,
-                    "frames": args.frames,
-                    "events": stats.events,
-                    "fps": round(stats.fps, 2),
-                    "latency_ms": percentiles(stats.latency_ms),
-                    "verdicts": runner.worker.counts,
-                }
-            )
-            print(runs[-1], flush=True)
+            for watched in (False, True) if args.browser else (False,):
+                with contextlib.ExitStack() as stack:
+                    sinks = [stack.enter_context(watched_page(Path(work) / "profile"))] if watched else []
+                    runner = inspector.stream(
+                        IterableSource(paced(frames, args.fps)),
+                        provider=model,
+                        verdict_timeout=30.0,
+                        gate=EventGate(open_n=1, open_m=1, close_n=1, close_m=1),
+                        sinks=sinks,
+                    )
+                    stats = runner.run()
+                runs.append(
+                    {
+                        "flagged": load,
+                        "browser": watched,
+                        "frames": args.frames,
+                        "events": stats.events,
+                        "fps": round(stats.fps, 2),
+                        "latency_ms": percentiles(stats.latency_ms),
+                        "verdicts": runner.worker.counts,
+                    }
+                )
+                print(runs[-1], flush=True)
     base = runs[0]["latency_ms"]["p99"]
     for run in runs:
         run["p99_vs_unflagged"] = round(run["latency_ms"]["p99"] / base, 3)
+        if run["browser"]:
+            unwatched = next(r for r in runs if r["flagged"] == run["flagged"] and not r["browser"])
+            run["p99_vs_no_browser"] = round(run["latency_ms"]["p99"] / unwatched["latency_ms"]["p99"], 3)
     report = {
         "command": command_line("edge_anomaly.benchmarks.stream_load", argv),
         "model": args.gguf,
         "llm_threads": args.llm_threads,
         "fps_offered": args.fps or "as fast as taken",
+        "browser": "headless Chromium polling the live page" if args.browser else None,
         "runs": runs,
     }
     write_report(args.json, report, echo=True)

@@ -172,6 +172,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=Path, help="JSONL event log (appended, fsync per record)")
     p.add_argument("--save-overlays", type=Path, metavar="DIR", help="a JPEG per event")
     p.add_argument("--speak", action="store_true", help="speak verdicts with espeak-ng, if installed")
+    p.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="publish events to a broker: mqtt[s]://[user:pass@]host[:port]/topic/prefix (needs --events, the spool)",
+    )
+    p.add_argument("--mqtt-ca", type=Path, metavar="PEM", help="with mqtts://: the CA that signed the broker")
+    p.add_argument("--mqtt-cert", type=Path, metavar="PEM", help="with mqtts://: this box's client certificate")
+    p.add_argument("--mqtt-key", type=Path, metavar="PEM", help="with mqtts://: the client certificate's key")
+    p.add_argument("--heartbeat", type=float, default=10.0, metavar="S", help="seconds between MQTT heartbeats")
+    p.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the live operator page there (127.0.0.1:8080: this box only; other addresses need --http-token)",
+    )
+    p.add_argument("--http-token", metavar="TOKEN", help="a token the page and its JSON ask for (?token=...)")
     p.add_argument("--max-frames", type=_at_least(1), default=None)
     p.add_argument("--backend", default="auto")
     _trusted_key_option(p)
@@ -396,7 +411,12 @@ def _run(args: argparse.Namespace) -> int:
 
         inspector = SettlingInspector(inspector, args.settle, on_settled=saved)
     runner = inspector.stream(
-        args.source, events=args.events, overlays=args.save_overlays, speak=args.speak, max_frames=args.max_frames
+        args.source,
+        events=args.events,
+        overlays=args.save_overlays,
+        speak=args.speak,
+        max_frames=args.max_frames,
+        sinks=_integration_sinks(args),
     )
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: runner.stop())
@@ -432,6 +452,24 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(file=sys.stderr)  # end the status line
     return _run_outcome(args, runner, stdout_open, outcome)
+
+
+def _integration_sinks(args: argparse.Namespace) -> list:
+    """The broker and the live page, when asked for; both fail here, before the line starts, if misconfigured."""
+    sinks = []
+    if args.mqtt:
+        if args.events is None:
+            raise InputError("--mqtt needs --events: the event log is the spool the broker is fed from")
+        from edge_anomaly.runtime.mqtt_sink import MqttSink, TlsFiles
+
+        tls = TlsFiles(args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
+        sinks.append(MqttSink(args.mqtt, args.events, tls, heartbeat_s=args.heartbeat))
+    if args.http:
+        from edge_anomaly.runtime.live_page import LivePage
+
+        sinks.append(LivePage.at(args.http, token=args.http_token))
+        print(f"live page: {sinks[-1].url}", file=sys.stderr, flush=True)
+    return sinks
 
 
 def _run_outcome(args: argparse.Namespace, runner, stdout_open: bool, outcome: dict) -> int:

@@ -40,6 +40,7 @@ class LogHistory:
 
     next_event: int = 0
     dangling: tuple[dict[str, Any], ...] = field(default=())
+    next_seq: int = 0  # records carry a log-wide sequence number: the spool position a broker is fed from
 
 
 class EventLog:
@@ -152,8 +153,11 @@ def read_history(path: Path) -> LogHistory:
         if older.is_file():
             records += [r for r in read_events(older) if isinstance(r, dict)]
     open_events: dict[int, dict[str, Any]] = {}
-    highest = -1
+    highest, last_seq = -1, -1
     for record in records:
+        seq = record.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            last_seq = max(last_seq, seq)
         event = record.get("event")
         if not isinstance(event, int) or isinstance(event, bool):
             continue
@@ -162,7 +166,22 @@ def read_history(path: Path) -> LogHistory:
             open_events[event] = record
         elif record.get("type") == "event_closed":
             open_events.pop(event, None)
-    return LogHistory(highest + 1, tuple(open_events[k] for k in sorted(open_events)))
+    return LogHistory(highest + 1, tuple(open_events[k] for k in sorted(open_events)), last_seq + 1)
+
+
+def read_spool(path: Path, backups: int, after_seq: int) -> list[dict[str, Any]]:
+    """Records of the log at ``path`` and its rotated files, oldest first, whose ``seq`` is above
+    ``after_seq``: what a broker has not acknowledged yet."""
+    files = [path.with_name(f"{path.name}.{i}") for i in range(backups, 0, -1)] + [path]
+    pending = []
+    for file in files:
+        if file.is_file():
+            pending += [
+                r
+                for r in read_events(file)
+                if isinstance(r, dict) and isinstance(r.get("seq"), int) and r["seq"] > after_seq
+            ]
+    return sorted(pending, key=lambda r: r["seq"])
 
 
 def _jsonable(value: Any) -> Any:

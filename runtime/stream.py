@@ -105,6 +105,7 @@ class StreamRunner:
         self.history = history or LogHistory()
         self.gate.continue_numbering(self.history.next_event)
         self.run_id = run_id or uuid.uuid4().hex[:12]
+        self._next_seq = self.history.next_seq
         self.failure: str | None = None  # why the run had to end early (the event log failed), else None
         self.worker = VerdictWorker(provider, verdict_timeout)
         self.max_frames = max_frames
@@ -127,6 +128,9 @@ class StreamRunner:
     def __iter__(self) -> Iterator[StreamEvent]:
         self._capture.start()
         try:
+            for sink in self.sinks:
+                if hasattr(sink, "start"):
+                    sink.start(self)  # sinks that report on the run (heartbeats, the live page) see its stats
             yield from self._close_interrupted()
             yield from self._loop()
             self.stats.loop_ended = time.perf_counter()
@@ -168,6 +172,7 @@ class StreamRunner:
             return
         self.stats.latency_ms.append((time.perf_counter() - start) * 1000)
         self.stats.inspected += 1
+        self._show(frame, result)
         step = self.gate.update(frame.id, frame.timestamp, result.is_anomalous, result.score, (frame, result))
         if step.opened is not None:
             self.stats.events += 1
@@ -184,6 +189,15 @@ class StreamRunner:
             yield from self._emit(StreamEvent("event_opened", record, result, frame.image))
         if step.closed is not None:
             yield from self._close(step.closed, frame.id, "normal")
+
+    def _show(self, frame: Frame, result) -> None:
+        """Hand the latest frame to sinks that show it live (``frame``); they keep a reference, nothing more."""
+        for sink in self.sinks:
+            if hasattr(sink, "frame"):
+                try:
+                    sink.frame(frame, result)
+                except Exception as exc:  # noqa: BLE001  a viewer must never stop the line
+                    log.error("sink %s failed on a frame: %s", type(sink).__name__, exc)
 
     def _skip(self, frame: Frame, why: str | None) -> None:
         """Count a bad frame; log the first few and then every 1000th, so months of them never flood the log."""
@@ -249,7 +263,8 @@ class StreamRunner:
         if self.failure is not None and event.kind != "stream_end":
             return
         run = run or self.run_id
-        event.record.update(run=run, source=source or self.source.name)
+        event.record.update(run=run, source=source or self.source.name, seq=self._next_seq)
+        self._next_seq += 1
         if "event" in event.record:
             event.record["event_uid"] = f"{run}-{event.record['event']}"
         for sink in self.sinks:

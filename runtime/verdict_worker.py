@@ -10,7 +10,6 @@ finding, so every event gets a verdict and detection never waits.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Hashable
@@ -19,6 +18,8 @@ from typing import Protocol
 
 from edge_anomaly.inspector import InspectionResult
 from edge_anomaly.verdicts import template_verdict
+
+from .priority import run_below_the_frame_loop
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class VerdictWorker:
         box: dict = {}
 
         def call() -> None:
-            _lower_priority()
+            run_below_the_frame_loop()
             try:
                 box["text"] = self.provider.verdict(result)
             except Exception as exc:  # noqa: BLE001  any provider failure must end in a template verdict
@@ -129,19 +130,3 @@ class VerdictWorker:
     def _fallback(self, key: Hashable, result: InspectionResult, reason: str) -> None:
         self.counts[reason] += 1
         self._ready.put(Verdict(key, template_verdict(result), "template", reason))
-
-
-def _lower_priority(niceness: int = 19) -> None:
-    """Run this thread below the frame loop: on Linux a thread has its own scheduling policy, so the
-    model only gets the CPU the loop leaves (llama.cpp with one thread computes on this thread).
-    SCHED_IDLE where allowed (the loop's threads always win), else the lowest nice value."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (AttributeError, OSError):  # not Linux, or not permitted
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, niceness)
-    except (AttributeError, OSError):  # not permitted either: run at normal priority
-        pass
