@@ -26,6 +26,10 @@ class OnnxRuntimeBackend:
     it is not there; ``"cpu"`` forces the CPU provider. ``threads=0`` means the
     cores this process may run on (its CPU affinity), so a container pinned to
     a few cores of a large host does not start one thread per host core.
+
+    The thread pools do not spin: the encoder and the decoder run one after the
+    other, and a pool that spins after its graph ends keeps the cores from the
+    other graph's pool (and from the language model and the capture thread).
     """
 
     def __init__(self, encoder: Path, decoder: Path, device: str = "cpu", threads: int = 0) -> None:
@@ -37,6 +41,7 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._encoder = ort.InferenceSession(str(encoder), options, providers=providers)
             self._decoder = ort.InferenceSession(str(decoder), options, providers=providers)

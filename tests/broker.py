@@ -21,7 +21,10 @@ def free_port() -> int:
 class Broker:
     """``mosquitto -c`` with a loopback listener; ``users`` turns on a password file."""
 
-    def __init__(self, folder: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, folder: Path, users: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None
+    ) -> None:
+        """``tls``: (CA, server certificate, server key) PEM files, for a TLS-only listener."""
         self.folder, self.port = folder, free_port()
         lines = [
             f"listener {self.port} 127.0.0.1",
@@ -30,6 +33,8 @@ class Broker:
             f"log_dest file {folder / 'broker.log'}",
             f"user {getpass.getuser()}",  # as root, mosquitto would drop to a user who cannot read the test's files
         ]
+        if tls:
+            lines += [f"cafile {tls[0]}", f"certfile {tls[1]}", f"keyfile {tls[2]}"]
         if users:
             passwords = folder / "passwords"
             passwords.write_text("")
@@ -65,12 +70,12 @@ class Broker:
 class Listener:
     """``mosquitto_sub`` on a topic filter, printing every message with its topic, QoS 1."""
 
-    def __init__(self, port: int, topic: str, folder: Path) -> None:
+    def __init__(self, port: int, topic: str, folder: Path, tls_ca: Path | None = None) -> None:
         self.out = folder / f"sub-{time.monotonic_ns()}.txt"
         self._fh = open(self.out, "w")
         self.process = subprocess.Popen(
             ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", "1", "-v", "-c", "-i",
-             f"listener-{port}"],
+             f"listener-{port}", *(["--cafile", str(tls_ca)] if tls_ca else [])],
             stdout=self._fh,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip

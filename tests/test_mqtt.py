@@ -209,3 +209,65 @@ def test_refused_credentials_and_tls_to_a_plain_port_are_clear_errors(bundle_dir
         assert "refused the connection" in done.stderr and "wrong" not in done.stderr  # no password echoed
     finally:
         secured.stop()
+
+
+def _certificates(folder):
+    """A CA, and a server certificate for 127.0.0.1 signed by it, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def write(path, key, cert):
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+        )  # fmt: skip
+        path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("test CA")).issuer_name(name("test CA"))
+        .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+        .public_key(server_key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    write(folder / "ca", ca_key, ca)
+    write(folder / "server", server_key, server)
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+def test_events_reach_a_tls_broker_that_the_given_ca_vouches_for(inspector, line_frames, tmp_path):
+    from edge_anomaly.runtime.mqtt_sink import MqttSink, TlsFiles
+
+    ca, cert, key = _certificates(tmp_path)
+    broker = Broker(tmp_path, tls=(ca, cert, key)).start()
+    try:
+        listener = Listener(broker.port, "tls/#", tmp_path, tls_ca=ca)
+        log = tmp_path / "events.jsonl"
+        sink = MqttSink(f"mqtts://127.0.0.1:{broker.port}/tls", log, TlsFiles(ca=ca))
+        list(inspector.stream(IterableSource(line_frames[:20]), events=log, sinks=[sink], gate=_gate()))
+        logged = _logged_events(log)
+        assert logged and _wait_for(lambda: _events_received(listener, "tls") == logged)
+        listener.stop()
+        with pytest.raises(Exception, match="TLS with broker"):  # without the CA, the broker is not trusted
+            MqttSink(f"mqtts://127.0.0.1:{broker.port}/tls", log)
+    finally:
+        broker.stop()
