@@ -67,13 +67,18 @@ def _logged_events(path) -> list[dict]:
     return [r for r in read_events(path) if r["type"] in EVENT_KINDS]
 
 
-def test_events_reach_the_broker_in_order_with_status_and_heartbeat(inspector, line_frames, broker, tmp_path):
+def _watched_sink(broker, prefix: str, folder, heartbeat_s: float):
+    """A listener on the prefix, the event log that is the spool, and the sink feeding the broker from it."""
     from edge_anomaly.runtime.mqtt_sink import MqttSink
 
+    listener = Listener(broker.port, f"{prefix}/#", folder)
+    log = folder / "events.jsonl"
+    return listener, log, MqttSink(f"mqtt://127.0.0.1:{broker.port}/{prefix}", log, heartbeat_s=heartbeat_s)
+
+
+def test_events_reach_the_broker_in_order_with_status_and_heartbeat(inspector, line_frames, broker, tmp_path):
     prefix = "edge-anomaly/line7/cam1"
-    listener = Listener(broker.port, f"{prefix}/#", tmp_path)
-    log = tmp_path / "events.jsonl"
-    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/{prefix}", log, heartbeat_s=0.2)
+    listener, log, sink = _watched_sink(broker, prefix, tmp_path, heartbeat_s=0.2)
 
     def slow():
         for frame in line_frames:
@@ -103,12 +108,8 @@ def test_events_reach_the_broker_in_order_with_status_and_heartbeat(inspector, l
 
 
 def test_events_of_a_broker_outage_arrive_after_it_returns(inspector, line_frames, broker, tmp_path):
-    from edge_anomaly.runtime.mqtt_sink import MqttSink
-
     prefix = "edge-anomaly/outage"
-    listener = Listener(broker.port, f"{prefix}/#", tmp_path)
-    log = tmp_path / "events.jsonl"
-    sink = MqttSink(f"mqtt://127.0.0.1:{broker.port}/{prefix}", log, heartbeat_s=60)
+    listener, log, sink = _watched_sink(broker, prefix, tmp_path, heartbeat_s=60)
 
     def with_outage():
         for i, frame in enumerate(line_frames):
