@@ -16,7 +16,11 @@ CORE = [
     "tqdm>=4.66",
     "cryptography>=42",  # Ed25519 signatures over bundle manifests (export --sign, trusted keys)
 ]
-RUNTIME = [*CORE, "llama-cpp-python>=0.3.16", "paho-mqtt>=2.1"]  # builds from source where no wheel fits (about 7 min on 2 cores)
+RUNTIME = [
+    *CORE,
+    "llama-cpp-python>=0.3.16",  # builds from source where no wheel fits (about 7 min on 2 cores)
+    "paho-mqtt>=2.1",  # events to the factory's broker (run --mqtt)
+]
 EXPORT = [
     TORCH,
     "onnx>=1.16",

@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
+from edge_anomaly.runtime.bench import machine, time_inspect
 
 DISTINCT_FRAMES = 20  # 10% of them carry a defect
-STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
 
 
 def build(normal: Path, out: Path, shots: int, size: int, head_weight: float | None) -> None:
@@ -51,37 +50,6 @@ def build(normal: Path, out: Path, shots: int, size: int, head_weight: float | N
         *(["--head-weight", str(head_weight)] if head_weight is not None else []),
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-
-
-def time_inspect(inspectors: dict, frames: list[np.ndarray], warmup: int, rounds: int) -> dict[str, dict]:
-    """Time every inspector on the same frames, interleaved in ``rounds`` so that
-    drift in a shared machine's speed hits all configurations alike."""
-    per_stage = {key: {s: [] for s in STAGES} for key in inspectors}
-    cpu_ms = {key: [] for key in inspectors}
-    for inspector in inspectors.values():
-        for frame in frames[:warmup]:
-            inspector.inspect(frame)
-    timed = frames[warmup:]
-    chunk = max(1, len(timed) // rounds)
-    for r in range(rounds):
-        for key, inspector in inspectors.items():
-            for frame in timed[r * chunk : (r + 1) * chunk]:
-                t0, c0 = time.perf_counter(), time.process_time()
-                result = inspector.inspect(frame)
-                per_stage[key]["total"].append((time.perf_counter() - t0) * 1000)
-                cpu_ms[key].append((time.process_time() - c0) * 1000)
-                for stage in STAGES[:-1]:
-                    per_stage[key][stage].append(result.latency_ms[stage])
-    return {
-        key: {
-            "backend": inspectors[key].backend_name,
-            "memory_bank_size": int(len(inspectors[key].memory_bank)),
-            "frames_per_second": round(1000.0 / float(np.mean(per_stage[key]["total"])), 2),
-            "latency_ms": {s: percentiles(v) for s, v in per_stage[key].items()},
-            "cpu_ms_per_frame": percentiles(cpu_ms[key]),
-        }
-        for key in inspectors
-    }
 
 
 RSS_SCRIPT = """
@@ -213,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     report = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": len(os.sched_getaffinity(0)),
-        },
+        "machine": machine(),
         "command": command_line("edge_anomaly.benchmarks.latency", argv),
         "frame_size": args.frame_size,
         "frames": args.frames,

@@ -6,18 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
+from edge_anomaly.runtime.bench import percentiles
+
+__all__ = ["command_line", "percentiles", "write_report"]
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """The command that reproduces this run."""
     return f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:])
-
-
-def percentiles(values) -> dict[str, float]:
-    """p50, p95, p99 and mean of a series of timings, rounded for reading."""
-    a = np.asarray(values, dtype=float)
-    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)} | {"mean": round(float(a.mean()), 3)}
 
 
 def write_report(path: Path, report: dict, echo: bool = False) -> None:

@@ -209,6 +209,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=_run)
 
+    p = sub.add_parser("bench", help="how fast a bundle runs on this box: per-stage latency, frames/s, memory")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--source", help="frames from a camera, video or folder (default: the bundle's shots, 1 in 10 "
+                   "with a synthetic defect)")  # fmt: skip
+    p.add_argument("--frames", type=_at_least(10), default=200, help="frames timed, after the warm-up")
+    p.add_argument("--warmup", type=_at_least(0), default=20)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=_at_least(0), default=0, help="inference threads (0: the cores this process has)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the report (the schema of benchmarks/latency.py)")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="write a latency breakdown chart")
+    p.add_argument(
+        "--baseline",
+        choices=["patchcore"],
+        help="also time PatchCore-WRN50 (torch eager fp32) on the same frames and print the ratio (export extra)",
+    )
+    p.add_argument("--baseline-frames", type=_at_least(3), default=20)
+    _trusted_key_option(p)
+    p.set_defaults(run=_bench)
+
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
     p.add_argument("path", type=Path, help="a category folder (train/good, test/*, ground_truth/*) or a root of them")
     p.add_argument("--shots", type=_at_least(0), default=1, help="normal shots (0: zero-shot)")
@@ -489,6 +508,58 @@ def _run_outcome(args: argparse.Namespace, runner, stdout_open: bool, outcome: d
     for problem in problems:
         print(f"edge-anomaly run: error: {problem}", file=sys.stderr)
     return EXIT_USAGE if problems else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge_anomaly.runtime.bench import bench, default_frames, frames_from, machine, plot_stages
+
+    from .inspector import Inspector
+
+    inspector = Inspector.load(args.bundle, args.backend, threads=args.threads, llm="none",
+                               trusted_keys=args.trusted_key)  # fmt: skip
+    count = args.frames + args.warmup
+    frames = frames_from(args.source, count) if args.source else default_frames(inspector, count)
+    print(f"backend: {inspector.backend_name} ({inspector.backend_reason}); {len(frames)} frames", file=sys.stderr)
+    run = bench(inspector, frames, args.warmup, progress=sys.stderr.isatty())
+    if args.baseline:
+        from edge_anomaly.benchmarks.latency import time_baseline
+
+        run["baseline"] = time_baseline(run["image_size"], run["shots"], frames[: args.baseline_frames + 2])
+        run["speedup_vs_baseline"] = round(run["baseline"]["latency_ms"]["p50"] / run["latency_ms"]["total"]["p50"], 2)
+    report = {
+        "machine": machine(),
+        "command": "edge-anomaly " + " ".join(sys.argv[1:]),
+        "frame_size": list(frames[0].shape[:2]),
+        "frames": len(frames) - args.warmup,
+        "warmup": args.warmup,
+        "rounds": 1,
+        "source": args.source or "the bundle's shots, 1 in 10 with a synthetic defect",
+        "runs": [run],
+    }
+    _print_bench(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    if args.plot:
+        plot_stages(report, args.plot)
+    return 0
+
+
+def _print_bench(report: dict) -> None:
+    run, box = report["runs"][0], report["machine"]
+    gpu = f", GPU {box['gpu']['name']}" if box["gpu"] else ", no GPU"
+    print(
+        f"{box['cpu_model'] or box['processor']}, {box['cpus']} cores{gpu}; {run['backend']}, {run['threads']} threads"
+    )
+    print(f"bundle: {run['image_size']} px, {run['shots']} shots, memory bank {run['memory_bank_size']} patches")
+    print(f"{'stage':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}")
+    for stage, values in run["latency_ms"].items():
+        print(f"{stage:12s} {values['p50']:8.2f} {values['p95']:8.2f} {values['p99']:8.2f}")
+    print(f"batch-1 {run['frames_per_second']:.1f} frames/s, streaming {run['streaming_frames_per_second']:.1f} "
+          f"frames/s, peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
+    if "baseline" in run:
+        baseline_ms = run["baseline"]["latency_ms"]["p50"]
+        print(f"PatchCore-WRN50 p50 {baseline_ms:.1f} ms: this bundle is {run['speedup_vs_baseline']}x faster")
 
 
 def _chat(args: argparse.Namespace) -> int:

@@ -39,7 +39,8 @@ class OnnxRuntimeBackend:
             raise BackendError("onnxruntime has no CUDA provider here: install onnxruntime-gpu")
         providers = [CUDA, CPU] if device == "cuda" else [CPU]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        self.threads = threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:

@@ -116,3 +116,25 @@ def test_demo_runs_on_bundled_samples(tmp_path):
     assert "decisions match the truth" in done.stdout
     assert len(list((tmp_path / "demo" / "overlays").glob("*.png"))) == 7
     assert "verdicts: language model 'default' (tuned prompt)" in done.stdout  # the dev install has the model
+
+
+def test_bench_writes_every_field_and_a_plot(bundle_dir, synth_root, tmp_path):
+    out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
+    source = synth_root / "fabric" / "test" / "cut"
+    done = _cli("bench", str(bundle_dir), "--source", str(source), "--frames", "30", "--warmup", "5",
+                "--json", str(out), "--plot", str(plot))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert {"machine", "command", "frame_size", "frames", "warmup", "rounds", "runs"} <= set(report)
+    assert {"cpu_model", "cpus", "gpu", "platform"} <= set(report["machine"]) and report["frames"] == 30
+    run = report["runs"][0]
+    assert run["image_size"] == 128 and run["shots"] == 3 and run["backend"].startswith("onnxruntime")
+    assert run["backend_reason"] and run["threads"] >= 1 and run["memory_bank_size"] > 0
+    assert set(run["latency_ms"]) == {"preprocess", "encoder", "decoder", "findings", "total"}
+    for stage in run["latency_ms"].values():
+        assert 0 <= stage["p50"] <= stage["p95"] <= stage["p99"]
+    total = run["latency_ms"]["total"]["p50"]
+    assert sum(run["latency_ms"][s]["p50"] for s in ("preprocess", "encoder", "decoder")) <= total * 1.5
+    assert run["frames_per_second"] > 0 and run["streaming_frames_per_second"] > 0 and run["runtime_peak_rss_mb"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "frames/s" in done.stdout

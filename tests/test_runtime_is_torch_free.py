@@ -13,11 +13,13 @@ import edge_anomaly
 from edge_anomaly import Inspector
 from edge_anomaly.cli import main
 import edge_anomaly.runtime.backends, edge_anomaly.runtime.onnxruntime_backend
+import edge_anomaly.runtime.mqtt_sink, edge_anomaly.runtime.live_page, edge_anomaly.runtime.bench
 insp = Inspector.load(sys.argv[1], backend="onnxruntime-cpu")
 result = insp.inspect(np.zeros((96, 96, 3), np.uint8))
 insp.add_normal_shots([np.full((96, 96), 128, np.uint8)])
 result.verdict()
 main(["inspect", sys.argv[1], sys.argv[2], "--json"])
+main(["bench", sys.argv[1], "--frames", "10", "--warmup", "2"])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "tensorflow"))
 print(json.dumps(heavy))
 """
