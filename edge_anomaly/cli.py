@@ -263,6 +263,11 @@ def _export(args: argparse.Namespace) -> int:
 
     from .bundle import write_tar
 
+    if args.sign:
+        from .signing import load_private_key
+
+        load_private_key(args.sign)  # a key that cannot sign must stop the export before it starts
+
     bundle = build_bundle(
         args.normal,
         args.out,
@@ -555,8 +560,9 @@ def _print_bench(report: dict) -> None:
     print(f"{'stage':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}")
     for stage, values in run["latency_ms"].items():
         print(f"{stage:12s} {values['p50']:8.2f} {values['p95']:8.2f} {values['p99']:8.2f}")
-    print(f"batch-1 {run['frames_per_second']:.1f} frames/s, streaming {run['streaming_frames_per_second']:.1f} "
-          f"frames/s, peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
+    print(f"batch-1 {run['frames_per_second']:.1f} frames/s; streaming {run['streaming_frames_per_second']:.1f} "
+          f"frames/s pipelined, {run['streaming_serial_frames_per_second']:.1f} serial; "
+          f"peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
     if "baseline" in run:
         baseline_ms = run["baseline"]["latency_ms"]["p50"]
         print(f"PatchCore-WRN50 p50 {baseline_ms:.1f} ms: this bundle is {run['speedup_vs_baseline']}x faster")

@@ -84,6 +84,16 @@ class InspectionResult:
         }
 
 
+@dataclass(frozen=True)
+class EncodedFrames:
+    """Frames halfway through ``inspect``: as RGB, their patch features ``[B x N x D]``, and the time so far."""
+
+    rgbs: list[np.ndarray]
+    features: np.ndarray
+    sources: list[str | None]
+    latency_ms: dict[str, float]
+
+
 class Inspector:
     """A loaded, verified bundle on a backend, ready to inspect frames."""
 
@@ -280,6 +290,11 @@ class Inspector:
         return self.inspect_batch([frame], color_order)[0]
 
     def inspect_batch(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> list[InspectionResult]:
+        return self.decide(self.encode_frames(frames, color_order))
+
+    def encode_frames(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> EncodedFrames:
+        """The first half of ``inspect``: frames -> patch features. Split from ``decide`` so a stream can
+        encode frame t+1 while frame t is decoded (``runtime.stream``, ``pipelined``)."""
         if not frames:
             raise InputError("inspect needs at least one frame")
         t0 = time.perf_counter()
@@ -288,18 +303,24 @@ class Inspector:
         t1 = time.perf_counter()
         features = self._backend.encode(batch)
         t2 = time.perf_counter()
-        maps, scores = self._backend.decode(features, self._memory_bank)
+        sources = [str(f) if isinstance(f, (str, Path)) else None for f in frames]
+        per = 1000.0 / len(frames)
+        return EncodedFrames(rgbs, features, sources, {"preprocess": (t1 - t0) * per, "encoder": (t2 - t1) * per})
+
+    def decide(self, encoded: EncodedFrames) -> list[InspectionResult]:
+        """The second half of ``inspect``: features -> maps, scores and findings against the current bank."""
+        t2 = time.perf_counter()
+        maps, scores = self._backend.decode(encoded.features, self._memory_bank)
         t3 = time.perf_counter()
         if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
             raise InferenceError(
-                f"the {self.backend_name} backend gave a non-finite score or map for {len(frames)} frame(s); "
+                f"the {self.backend_name} backend gave a non-finite score or map for {len(encoded.rgbs)} frame(s); "
                 "no decision is made (check the bundle and the backend)"
             )
-        per = 1000.0 / len(frames)
-        latency = {"preprocess": (t1 - t0) * per, "encoder": (t2 - t1) * per, "decoder": (t3 - t2) * per}
+        latency = {**encoded.latency_ms, "decoder": (t3 - t2) * 1000.0 / len(encoded.rgbs)}
         return [
-            self.finding(rgb, m, float(s), f if isinstance(f, (str, Path)) else None, latency)
-            for rgb, m, s, f in zip(rgbs, maps, scores, frames)
+            self.finding(rgb, m, float(s), source, latency)
+            for rgb, m, s, source in zip(encoded.rgbs, maps, scores, encoded.sources)
         ]
 
     def stream(self, source, on_event=None, **options):

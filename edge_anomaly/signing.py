@@ -44,14 +44,19 @@ def write_key_pair(stem: Path) -> tuple[Path, Path]:
 
 def sign(message: bytes, private_key: Path) -> bytes:
     """The 64-byte Ed25519 signature of ``message`` with the PEM private key at ``private_key``."""
+    return load_private_key(private_key).sign(message)
+
+
+def load_private_key(path: Path):
+    """The Ed25519 private key in the PEM file at ``path`` (export checks it before any work is done)."""
     ed25519, serialization = _crypto()
     try:
-        key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password=None)
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
-        raise InputError(f"cannot read signing key {private_key}: {exc}") from None
+        raise InputError(f"cannot read signing key {path}: {exc}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise InputError(f"signing key {private_key} is not an Ed25519 private key")
-    return key.sign(message)
+        raise InputError(f"signing key {path} is not an Ed25519 private key")
+    return key
 
 
 def load_public_keys(keys: Sequence[KeyLike]) -> list:

@@ -93,9 +93,12 @@ class StreamRunner:
         max_frames: int | None = None,
         history: LogHistory | None = None,
         run_id: str | None = None,
+        pipelined: bool = True,
     ) -> None:
         """``history``: what earlier runs left in the event log (``EventLog.history``): numbering continues
-        from it and its unclosed events are closed as ``interrupted``. ``run_id``: a new one by default."""
+        from it and its unclosed events are closed as ``interrupted``. ``run_id``: a new one by default.
+        ``pipelined``: encode frame t+1 on a thread of its own while frame t is decoded and gated (same
+        results, in the same order); wrappers that inspect as a whole (settling, zero-shot) run serially."""
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be at least 1, got {max_frames}")
         self.inspector = inspector
@@ -114,6 +117,9 @@ class StreamRunner:
         self._last_frame = -1
         self._stop = threading.Event()
         self._capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        self.pipelined = pipelined and hasattr(inspector, "encode_frames") and hasattr(inspector, "decide")
+        self._encoded: queue.Queue = queue.Queue(maxsize=2)  # (frame, features or None, error or None), or None
+        self._encoder = threading.Thread(target=self._encode_loop, name="encode", daemon=True)
 
     def stop(self) -> None:
         """Ask the loop to finish; safe from signal handlers and other threads."""
@@ -127,6 +133,8 @@ class StreamRunner:
 
     def __iter__(self) -> Iterator[StreamEvent]:
         self._capture.start()
+        if self.pipelined:
+            self._encoder.start()
         try:
             for sink in self.sinks:
                 if hasattr(sink, "start"):
@@ -142,26 +150,35 @@ class StreamRunner:
                 sink.close()
 
     def _loop(self) -> Iterator[StreamEvent]:
+        ready = self._encoded if self.pipelined else self._frames
         while not self._stop.is_set():
             yield from self._verdicts(self.worker.poll())
             try:
-                frame = self._frames.get(timeout=0.05)
+                item = ready.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if frame is None:
+            if item is None:
                 return
-            yield from self._process(frame)
+            yield from self._process(*(item if self.pipelined else (item, None, None)))
             if self.max_frames is not None and self.stats.inspected + self.stats.bad_frames >= self.max_frames:
                 return
 
-    def _process(self, frame: Frame) -> Iterator[StreamEvent]:
+    def _process(self, frame: Frame, encoded=None, error: Exception | None = None) -> Iterator[StreamEvent]:
+        """One frame: decide it (its features already encoded when ``pipelined``), then the gate. ``error``:
+        what encoding it raised on the encoder's thread."""
         self._last_frame = frame.id
-        if frame.image is None:
-            self._skip(frame, frame.error)
+        if error is not None and not isinstance(error, InputError):
+            raise error
+        if frame.image is None or error is not None:
+            self._skip(frame, str(error) if error is not None else frame.error)
             return
         start = time.perf_counter()
         try:
-            result = self.inspector.inspect(frame.image)
+            if encoded is not None:
+                result = self.inspector.decide(encoded)[0]
+                start -= (encoded.latency_ms["preprocess"] + encoded.latency_ms["encoder"]) / 1000.0
+            else:
+                result = self.inspector.inspect(frame.image)
         except InputError as exc:
             self._skip(frame, str(exc))
             return
@@ -299,6 +316,33 @@ class StreamRunner:
             log.error("source %s failed and cannot recover: %s", self.source.name, exc)
         finally:
             self._enqueue(None, live=False)
+
+    def _encode_loop(self) -> None:
+        """Pipelined: encode frames in capture order; the loop decodes them in the same order."""
+        while not self._stop.is_set():
+            try:
+                frame = self._frames.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if frame is None:
+                self._put(self._encoded, None)
+                return
+            item = (frame, None, None)
+            if frame.image is not None:
+                try:
+                    item = (frame, self.inspector.encode_frames([frame.image]), None)
+                except Exception as exc:  # noqa: BLE001  raised again on the loop's thread, as when serial
+                    item = (frame, None, exc)
+            self._put(self._encoded, item)
+
+    def _put(self, target: queue.Queue, item) -> None:
+        """Hand ``item`` on, waiting for room, unless the run is stopping."""
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _enqueue(self, item: Frame | None, live: bool) -> None:
         while not self._stop.is_set():
