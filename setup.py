@@ -40,9 +40,11 @@ EVAL = ["scikit-learn>=1.4", "scipy>=1.11", "matplotlib>=3.8"]
 # TensorRT for RTX builds engines on any host, GPU or not; full TensorRT comes from JetPack or NVIDIA's index.
 RTX = ["tensorrt-rtx-cu13-libs>=1.7", "tensorrt-rtx-cu13-bindings>=1.7", "onnx>=1.16", "cuda-python>=12"]
 GPU = ["onnxruntime-gpu>=1.18", "onnx>=1.16", "cuda-python>=12"]
+OPENVINO = ["openvino>=2024.4"]  # x86 CPUs: auto picks it where installed (f32, faithful to ONNX Runtime)
 DEV = [
     *EXPORT,
     "paho-mqtt>=2.1",
+    *OPENVINO,
     "peft>=0.13",  # the tuning pipeline's test on a tiny Llama needs no gguf distribution
     *EVAL,
     "tensorrt-rtx-cu13-libs>=1.7",
@@ -81,6 +83,7 @@ setup(
         "tune": TUNE,
         "eval": EVAL,
         "gpu": GPU,
+        "openvino": OPENVINO,
         "rtx": RTX,
         "dev": DEV,
     },

@@ -2,13 +2,18 @@
 
 Every backend offers the same two calls, ``encode(images)`` and
 ``decode(features, memory_bank)``, so the SDK never cares which one runs.
-``auto`` takes the bundle's TensorRT engines when a pair of them (encoder and
-decoder, same flavour and precision) fits this GPU and TensorRT version, else
-ONNX Runtime on CUDA, else on the CPU; the reason names what did not fit.
+Backends are a table of entries, each with a probe that says why it cannot run
+here. ``auto`` takes the first that can: the bundle's TensorRT engines when a
+pair of them (encoder and decoder, same flavour and precision) fits this GPU
+and TensorRT version, else ONNX Runtime on CUDA, else OpenVINO on an x86 CPU
+where it is installed, else ONNX Runtime on the CPU; the reason names what the
+ones before it lacked. A new backend is one more entry.
 """
 
 from __future__ import annotations
 
+import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,7 +23,7 @@ from edge_anomaly import bundle_format as fmt
 from edge_anomaly.bundle import Bundle
 from edge_anomaly.errors import BackendError
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "openvino")
 PRECISION_PREFERENCE = ("fp16", "int8", "fp32")
 
 
@@ -38,35 +43,109 @@ class BackendChoice:
     reason: str
 
 
+@dataclass(frozen=True)
+class BackendEntry:
+    """One way to run a bundle: ``probe`` says why it cannot run here (None: it can), ``make`` builds it
+    (``bundle, threads -> backend`` and why it was picked) and may still raise ``BackendError``."""
+
+    name: str
+    probe: Callable[[Bundle], str | None]
+    make: Callable[[Bundle, int], BackendChoice]
+
+
 def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> BackendChoice:
-    """``auto``: ONNX Runtime on CUDA when onnxruntime-gpu sees a GPU, else on the CPU."""
+    """``auto``: the first entry of ``TABLE`` that can run here (TensorRT engines that fit this GPU, ONNX
+    Runtime on CUDA, OpenVINO on an x86 CPU, ONNX Runtime on the CPU), with what the ones before it lacked;
+    a name: that entry, or ``BackendError`` saying why it cannot run."""
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
-    no_engine = ""
-    if backend == "tensorrt" and not bundle.manifest.get("engines"):
-        raise BackendError("the bundle has no TensorRT engines: build them with edge-anomaly build-engine")
-    if backend in ("auto", "tensorrt") and bundle.manifest.get("engines"):
-        choice, no_engine = _tensorrt_choice(bundle)
-        if choice is not None:
-            return choice
-        if backend == "tensorrt":
-            raise BackendError(f"no TensorRT engine of this bundle can run here: {no_engine}")
+    if backend == "onnxruntime":  # ONNX Runtime on whatever device it has
+        backend = "onnxruntime-cuda" if _onnxruntime_problem(bundle, "cuda") is None else "onnxruntime-cpu"
+    if backend != "auto":
+        entry = next(e for e in TABLE if e.name == backend)
+        problem = entry.probe(bundle)
+        if problem:
+            raise BackendError(f"{backend} cannot run here: {problem}")
+        return BackendChoice(entry.make(bundle, threads).backend, f"asked for {backend}")
+    passed = []
+    for entry in TABLE:
+        problem = entry.probe(bundle)
+        if problem is None:
+            try:
+                choice = entry.make(bundle, threads)
+            except BackendError as exc:
+                problem = str(exc)
+            else:
+                return BackendChoice(choice.backend, "; ".join([choice.reason, *passed]))
+        if entry.name != "tensorrt" or bundle.manifest.get("engines"):  # engines are only news where there are some
+            passed.append(f"{_SHORT[entry.name]} not used: {problem}")
+    raise BackendError("no backend can run this bundle here: " + "; ".join(passed))
+
+
+def _graphs(bundle: Bundle) -> tuple:
+    return bundle.path_of(fmt.ROLE_ENCODER), bundle.path_of(fmt.ROLE_DECODER)
+
+
+def _onnxruntime_problem(bundle: Bundle, device: str) -> str | None:
     try:
-        from .onnxruntime_backend import OnnxRuntimeBackend, cuda_available
+        from .onnxruntime_backend import cuda_available
     except ImportError as exc:
-        raise BackendError(f"onnxruntime is not installed ({exc}): pip install edge-anomaly[runtime]") from None
-    encoder, decoder = bundle.path_of(fmt.ROLE_ENCODER), bundle.path_of(fmt.ROLE_DECODER)
-    if backend == "onnxruntime-cpu":
-        return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cpu", threads), "asked for onnxruntime-cpu")
-    if backend == "onnxruntime-cuda":
-        return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cuda", threads), "asked for onnxruntime-cuda")
-    if cuda_available():
-        why = "onnxruntime sees a CUDA GPU" + (f"; TensorRT not used: {no_engine}" if no_engine else "")
-        return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cuda", threads), why)
-    why = "asked for onnxruntime" if backend == "onnxruntime" else "no GPU provider available"
-    if no_engine:
-        why = f"{why}; TensorRT not used: {no_engine}"
-    return BackendChoice(OnnxRuntimeBackend(encoder, decoder, "cpu", threads), f"{why}: running on the CPU")
+        return f"onnxruntime is not installed ({exc}): pip install edge-anomaly[runtime]"
+    if device == "cuda" and not cuda_available():
+        return "onnxruntime has no CUDA provider here (install onnxruntime-gpu, check the GPU)"
+    return None
+
+
+def _onnxruntime(device: str, why: str) -> Callable[[Bundle, int], BackendChoice]:
+    def make(bundle: Bundle, threads: int) -> BackendChoice:
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return BackendChoice(OnnxRuntimeBackend(*_graphs(bundle), device, threads), why)
+
+    return make
+
+
+def _openvino_problem(bundle: Bundle) -> str | None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"OpenVINO is chosen on x86 CPUs only, this is {platform.machine()}"
+    from .openvino_backend import openvino_problem
+
+    return openvino_problem()
+
+
+def _make_openvino(bundle: Bundle, threads: int) -> BackendChoice:
+    from .openvino_backend import OpenVinoBackend
+
+    return BackendChoice(OpenVinoBackend(*_graphs(bundle), threads), "OpenVINO on this x86 CPU, f32")
+
+
+def _tensorrt_problem(bundle: Bundle) -> str | None:
+    if not bundle.manifest.get("engines"):
+        return "the bundle has no TensorRT engines (edge-anomaly build-engine)"
+    return None
+
+
+def _make_tensorrt(bundle: Bundle, threads: int) -> BackendChoice:
+    choice, why_not = _tensorrt_choice(bundle)
+    if choice is None:
+        raise BackendError(f"no TensorRT engine of this bundle can run here: {why_not}")
+    return choice
+
+
+_SHORT = {"tensorrt": "TensorRT", "onnxruntime-cuda": "CUDA", "openvino": "OpenVINO", "onnxruntime-cpu": "CPU"}
+
+TABLE = (
+    BackendEntry("tensorrt", _tensorrt_problem, _make_tensorrt),
+    BackendEntry(
+        "onnxruntime-cuda",
+        lambda b: _onnxruntime_problem(b, "cuda"),
+        _onnxruntime("cuda", "onnxruntime sees a CUDA GPU"),
+    ),
+    BackendEntry("openvino", _openvino_problem, _make_openvino),
+    BackendEntry(
+        "onnxruntime-cpu", lambda b: _onnxruntime_problem(b, "cpu"), _onnxruntime("cpu", "onnxruntime on the CPU")
+    ),
+)
 
 
 def _tensorrt_choice(bundle: Bundle) -> tuple[BackendChoice | None, str]:

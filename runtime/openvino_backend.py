@@ -1,0 +1,79 @@
+"""OpenVINO backend: the bundle's ONNX graphs compiled for this x86 CPU, in f32.
+
+The runtime that Intel and AMD factory PCs and anomalib users already have. The
+same ONNX files run unchanged; with the f32 inference hint the maps match ONNX
+Runtime's to 7e-7 (``docs/benchmarks.md``). bf16, OpenVINO's default on CPUs
+that have it, moves maps by about 0.01, so it is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edge_anomaly import bundle_format as fmt
+from edge_anomaly.errors import BackendError
+
+
+def openvino_problem() -> str | None:
+    """Why OpenVINO cannot run here, or None."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "openvino is not installed (pip install edge-anomaly[openvino])"
+    return None
+
+
+class OpenVinoBackend:
+    """``encode`` and ``decode`` on OpenVINO's CPU plugin; one infer request per graph, each behind a lock (the
+    pipelined stream encodes on one thread while it decodes on another)."""
+
+    def __init__(self, encoder: Path, decoder: Path, threads: int = 0) -> None:
+        problem = openvino_problem()
+        if problem:
+            raise BackendError(problem)
+        import openvino as ov
+
+        self.threads = threads or len(os.sched_getaffinity(0))
+        config = {
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": self.threads,
+        }
+        try:
+            core = ov.Core()
+            self._encoder = core.compile_model(str(encoder), "CPU", config)
+            self._decoder = core.compile_model(str(decoder), "CPU", config)
+        except RuntimeError as exc:
+            raise BackendError(f"openvino cannot compile the bundle's graphs: {exc}") from None
+        _check_names(self._encoder, [fmt.ENCODER_INPUT], [fmt.ENCODER_OUTPUT], encoder)
+        _check_names(self._decoder, list(fmt.DECODER_INPUTS), list(fmt.DECODER_OUTPUTS), decoder)
+        self._requests = {g: (m.create_infer_request(), threading.Lock()) for g, m in
+                          (("encoder", self._encoder), ("decoder", self._decoder))}  # fmt: skip
+        self.name = "openvino-cpu"
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Normalized images ``[B x 3 x H x W]`` float32 -> patch features ``[B x N x D]``."""
+        request, lock = self._requests["encoder"]
+        with lock:
+            return request.infer({fmt.ENCODER_INPUT: images})[self._encoder.output(0)].copy()
+
+    def decode(self, features: np.ndarray, memory_bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Patch features + bank -> ``(anomaly_map [B x H x W], score [B])``."""
+        request, lock = self._requests["decoder"]
+        with lock:
+            out = request.infer(dict(zip(fmt.DECODER_INPUTS, (features, memory_bank))))
+            return out[self._decoder.output(0)].copy(), out[self._decoder.output(1)].copy()
+
+    def close(self) -> None:
+        self._requests.clear()
+
+
+def _check_names(model, inputs: list[str], outputs: list[str], path: Path) -> None:
+    found_in = [i.get_any_name() for i in model.inputs]
+    found_out = [o.get_any_name() for o in model.outputs]
+    if found_in != inputs or found_out != outputs:
+        raise BackendError(f"{path}: graph has inputs {found_in} / outputs {found_out}, expected {inputs} / {outputs}")
