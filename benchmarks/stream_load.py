@@ -57,7 +57,7 @@ def paced(frames: list[np.ndarray], fps: float):
 
 
 @contextlib.contextmanager
-def watched_page(profile: Path):
+def watched_page(profile: Path, niceness: int = 0):
     """The live page on a free loopback port with headless Chromium polling it, for as long as the block runs."""
     from edge_anomaly.runtime.live_page import LivePage
 
@@ -69,8 +69,9 @@ def watched_page(profile: Path):
         port = s.getsockname()[1]
     page = LivePage("127.0.0.1", port)
     browser = subprocess.Popen(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        [*(["nice", "-n", str(niceness)] if niceness else []), chromium, "--headless", "--no-sandbox",
+         "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync",
          f"--user-data-dir={profile}", "--remote-debugging-port=0", page.url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=float, default=0.0, help="pace frames like a camera (0: as fast as taken)")
     parser.add_argument("--llm-threads", type=int, default=1, help="threads for the model (the loop keeps the rest)")
     parser.add_argument("--browser", action="store_true", help="also run each load with the live page watched")
+    parser.add_argument(
+        "--browser-nice",
+        type=int,
+        default=0,
+        help="run the browser at this nice value: its own rendering then yields to the frame loop, as a browser on "
+        "the operator's own PC would (0: same priority)",
+    )
     args = parser.parse_args(argv)
 
     from edge_anomaly import Inspector
@@ -121,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             frames = line_frames(args.frames, load)
             for watched in (False, True) if args.browser else (False,):
                 with contextlib.ExitStack() as stack:
-                    sinks = [stack.enter_context(watched_page(Path(work) / "profile"))] if watched else []
+                    sinks = (
+                        [stack.enter_context(watched_page(Path(work) / "profile", args.browser_nice))]
+                        if watched
+                        else []
+                    )
                     runner = inspector.stream(
                         IterableSource(paced(frames, args.fps)),
                         provider=model,
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "llm_threads": args.llm_threads,
         "fps_offered": args.fps or "as fast as taken",
         "browser": "headless Chromium polling the live page" if args.browser else None,
+        "browser_nice": args.browser_nice if args.browser else None,
         "runs": runs,
     }
     write_report(args.json, report, echo=True)

@@ -9,8 +9,8 @@ const withToken = (path, extra) => {
   return query ? `${path}?${query}` : path;
 };
 const $ = (id) => document.getElementById(id);
-const STATUS_MS = 500;
-const EVENTS_MS = 1500;
+const STATUS_MS = 1000; // an operator reads a decision a second; the box keeps its CPU for frames
+const EVENTS_MS = 2000;
 
 let shownFrame = null;
 let loading = false;
