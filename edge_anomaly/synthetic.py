@@ -19,6 +19,7 @@ image and the mask records exactly the pixels that changed:
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -61,6 +62,20 @@ def normal_image(source: np.ndarray, size: int, rng: np.random.Generator) -> np.
     x = rng.integers(0, source.shape[1] - crop + 1)
     patch = cv2.resize(source[y : y + crop, x : x + crop], (size, size), interpolation=cv2.INTER_AREA)
     return np.clip(patch.astype(np.float32) * rng.uniform(0.95, 1.05), 0, 255).astype(np.uint8)
+
+
+def defect_line(count: int, defective: Callable[[int], bool], seed: int, size: int = 256) -> list[np.ndarray]:
+    """``count`` BGR frames of the fabric as a line camera gives them, a cut on each frame ``defective(i)``
+    picks: the stream tests' line."""
+    rng = np.random.default_rng(seed)
+    source = texture_source("fabric")
+    frames = []
+    for i in range(count):
+        rgb = normal_image(source, size, rng)
+        if defective(i):
+            rgb, _ = add_defect(rgb, "cut", rng)
+        frames.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return frames
 
 
 def add_defect(

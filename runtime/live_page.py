@@ -67,7 +67,6 @@ class LivePage:
         self._best: dict[str, tuple[object, object]] = {}  # event uid -> (image, result), for thumbnails
         self._thumbs: dict[str, bytes] = {}
         self._runner = None
-        self._seen = {"frames": 0, "started": time.monotonic()}
         if not _is_loopback(host) and not token:
             log.warning("live page on %s without --http-token: anyone on that network can watch the line", host)
         try:

@@ -295,7 +295,6 @@ class StreamRunner:
                 log.error("%s; the run ends here, every earlier record is on disk", exc)
                 if event.kind != "stream_end":
                     return
-                event.record["error"] = self.failure
             except Exception as exc:  # noqa: BLE001  a broken sink must not end the line's inspection
                 log.error("sink %s failed on a %s record: %s", type(sink).__name__, event.kind, exc)
         if self.failure is not None and event.kind == "stream_end":
@@ -325,7 +324,7 @@ class StreamRunner:
             except queue.Empty:
                 continue
             if frame is None:
-                self._put(self._encoded, None)
+                self._enqueue(None, live=False, target=self._encoded)
                 return
             item = (frame, None, None)
             if frame.image is not None:
@@ -333,26 +332,20 @@ class StreamRunner:
                     item = (frame, self.inspector.encode_frames([frame.image]), None)
                 except Exception as exc:  # noqa: BLE001  raised again on the loop's thread, as when serial
                     item = (frame, None, exc)
-            self._put(self._encoded, item)
+            self._enqueue(item, live=False, target=self._encoded)
 
-    def _put(self, target: queue.Queue, item) -> None:
-        """Hand ``item`` on, waiting for room, unless the run is stopping."""
+    def _enqueue(self, item, live: bool, target: queue.Queue | None = None) -> None:
+        """Put ``item`` on ``target`` (the captured frames by default), waiting for room unless the run stops;
+        a ``live`` frame drops the oldest queued one instead of waiting."""
+        target = self._frames if target is None else target
         while not self._stop.is_set():
             try:
                 target.put(item, timeout=0.1)
                 return
             except queue.Full:
-                continue
-
-    def _enqueue(self, item: Frame | None, live: bool) -> None:
-        while not self._stop.is_set():
-            try:
-                self._frames.put(item, timeout=0.1)
-                return
-            except queue.Full:
                 if live and item is not None:
                     try:
-                        self._frames.get_nowait()
+                        target.get_nowait()
                         self.stats.dropped += 1
                     except queue.Empty:
                         pass

@@ -19,7 +19,7 @@ import pytest
 from edge_anomaly.runtime.gate import EventGate
 from edge_anomaly.runtime.live_page import LivePage
 from edge_anomaly.runtime.sources import IterableSource
-from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+from edge_anomaly.synthetic import defect_line
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = [
@@ -47,15 +47,7 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def defect_frames():
-    rng = np.random.default_rng(3)
-    source = texture_source("fabric")
-    frames = []
-    for i in range(20):
-        rgb = normal_image(source, 256, rng)
-        if 5 <= i < 9:
-            rgb, _ = add_defect(rgb, "cut", rng)
-        frames.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return frames
+    return defect_line(20, lambda i: 5 <= i < 9, seed=3)
 
 
 def test_the_page_serves_status_events_and_images_behind_its_token(inspector, defect_frames, tmp_path):

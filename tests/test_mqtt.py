@@ -10,14 +10,13 @@ import sys
 import time
 
 import cv2
-import numpy as np
 import pytest
 from broker import MOSQUITTO, Broker, Listener
 
 from edge_anomaly.runtime.event_log import read_events
 from edge_anomaly.runtime.gate import EventGate
 from edge_anomaly.runtime.sources import IterableSource
-from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+from edge_anomaly.synthetic import defect_line
 
 pytestmark = pytest.mark.skipif(
     MOSQUITTO is None, reason="mosquitto is not installed (make test installs it: apt-get install mosquitto)"
@@ -28,15 +27,7 @@ EVENT_KINDS = ("event_opened", "event_closed", "verdict")
 @pytest.fixture(scope="module")
 def line_frames():
     """48 BGR fabric frames with defects passing at 8-11, 24-27 and 40-43."""
-    rng = np.random.default_rng(5)
-    source = texture_source("fabric")
-    frames = []
-    for i in range(48):
-        rgb = normal_image(source, 256, rng)
-        if i % 16 in range(8, 12):
-            rgb, _ = add_defect(rgb, "cut", rng)
-        frames.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return frames
+    return defect_line(48, lambda i: i % 16 in range(8, 12), seed=5)
 
 
 @pytest.fixture()

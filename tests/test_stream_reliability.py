@@ -17,21 +17,13 @@ import pytest
 from edge_anomaly.runtime.event_log import read_events
 from edge_anomaly.runtime.gate import EventGate
 from edge_anomaly.runtime.sources import IterableSource
-from edge_anomaly.synthetic import add_defect, normal_image, texture_source
+from edge_anomaly.synthetic import defect_line
 
 
 @pytest.fixture(scope="module")
 def line_frames():
     """60 BGR frames of the fabric line, defects in frames 20-25 and 40-42."""
-    rng = np.random.default_rng(11)
-    source = texture_source("fabric")
-    frames = []
-    for i in range(60):
-        rgb = normal_image(source, 256, rng)
-        if 20 <= i < 26 or 40 <= i < 43:
-            rgb, _ = add_defect(rgb, "cut", rng)
-        frames.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return frames
+    return defect_line(60, lambda i: 20 <= i < 26 or 40 <= i < 43, seed=11)
 
 
 def _gate():
