@@ -4,15 +4,27 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 SYSTEM_PACKAGES := mosquitto mosquitto-clients chromium
 
-.PHONY: demo test lint clean system-deps
+.PHONY: demo test lint clean system-deps serve-env
 
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The Triton server (edge-anomaly serve): PyTriton's Python backend is built for numpy 1, so it gets an
+# environment of its own, where the project runs on numpy 1.26 and OpenCV 4 (the serve tests use it).
+$(SERVE_STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip setuptools wheel
+	$(SERVE_VENV)/bin/pip install --quiet -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+serve-env: $(SERVE_STAMP)
 
 system-deps:
 	@if command -v mosquitto_sub >/dev/null && { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } \
@@ -26,9 +38,9 @@ demo: $(STAMP)
 	rm -rf demo-output
 	$(VENV)/bin/edge-anomaly demo --out demo-output
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(SERVE_STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) demo-output .pytest_cache

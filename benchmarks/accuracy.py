@@ -1,10 +1,17 @@
-"""Few-shot accuracy over every category of an MVTec-layout root, for several shots and seeds.
+"""Few-shot accuracy over every category of an MVTec-layout root, with the plain memory bank beside it.
 
-    python -m edge_anomaly.benchmarks.accuracy ../shared/data/real --shots 1 4 --seeds 0 \\
+    python -m edge_anomaly.benchmarks.accuracy ../shared/data/real \\
         --json benchmarks/results/accuracy-real-cpu.json
 
-Writes the per-run reports, the mean over categories for each shot count,
-and a markdown table beside the JSON (same name, ``.md``).
+Default: every category, 1/2/4 shots, seeds 0-2. Each run (category, shots,
+seed) is done twice in the same process: with the options given (the
+defaults unless told) and with the plain memory bank, the baseline every
+figure stands beside: Lite0 stages 2+4, 3x3 mean, no per-stage normalisation,
+no views, no head, free layout, the maximum of the smoothed map, the same
+calibration. Written: every run of both, the mean over seeds per category and
+shot count, the macro mean over categories per shot count, and the
+difference to the baseline, as JSON and a markdown table beside it (same
+name, ``.md``). ``--no-baseline`` skips the second run.
 """
 
 from __future__ import annotations
@@ -16,23 +23,65 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from edge_anomaly.benchmarks.report import command_line, write_report
-from edge_anomaly.evaluation import evaluate_category, is_category, mean_report
+from edge_anomaly.bundle_format import FEATURE_NORMS
+from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
 from edge_anomaly.placement import DEFAULT_LAYOUT, LAYOUTS
 from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
-COLUMNS = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")
+PLAIN_BANK = {"augmentation": "none", "head_weight": 0.0, "layout": "free", "feature_norm": "none"}
+TABLE = ("image_auroc", "pixel_auroc", "accuracy", "best_accuracy", "false_positive_rate", "recall")
+SHORT = {"image_auroc": "img AUROC", "pixel_auroc": "px AUROC", "accuracy": "acc@auto", "best_accuracy": "best acc",
+         "false_positive_rate": "FPR", "recall": "recall"}  # fmt: skip
 
 
-def markdown_table(runs: list[dict], means: dict[str, dict]) -> str:
-    head = "| category | shots | seed | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
-    for r in runs:
-        lines.append(
-            f"| {r['category']} | {r['shots']} | {r['seed']} | " + " | ".join(f"{r[c]:.3f}" for c in COLUMNS) + " |"
-        )
-    for shots, m in means.items():
-        lines.append(f"| **mean** | {shots} | all | " + " | ".join(f"**{m[c]:.3f}**" for c in COLUMNS) + " |")
+def summarise(runs: list[dict], baseline: list[dict], shots: list[int]) -> dict:
+    """Per category and shot count (mean over seeds) and the macro mean over categories, each with the
+    baseline's and the difference."""
+    def block(mine: list[dict], theirs: list[dict]) -> dict:
+        a = mean_report(mine)
+        if not theirs:
+            return {"options": a}
+        b = mean_report(theirs)
+        return {"options": a, "plain_bank": b, "difference": {k: a[k] - b[k] for k in METRIC_KEYS}}
+
+    categories = sorted({r["category"] for r in runs})
+    per_category = {
+        c: {str(s): block([r for r in runs if r["category"] == c and r["shots"] == s],
+                          [r for r in baseline if r["category"] == c and r["shots"] == s]) for s in shots}
+        for c in categories
+    }  # fmt: skip
+    macro = {}
+    for s in shots:
+        means = [per_category[c][str(s)] for c in categories]
+        macro[str(s)] = {
+            part: {k: float(np.nanmean([m[part][k] for m in means])) for k in METRIC_KEYS}
+            for part in means[0]
+        }
+    return {"per_category": per_category, "macro_mean": macro}
+
+
+def markdown_table(summary: dict, shots: list[int]) -> str:
+    """One row per category and shot count: the options' figure, the plain bank's, and the difference."""
+    has_baseline = "plain_bank" in summary["macro_mean"][str(shots[0])]
+    cells = [f"{SHORT[k]}" + (" (plain, diff)" if has_baseline else "") for k in TABLE]
+    lines = ["| category | shots | " + " | ".join(cells) + " |", "|" + "---|" * (len(TABLE) + 2)]
+
+    def row(name: str, s: int, block: dict, bold: bool) -> str:
+        out = []
+        for k in TABLE:
+            text = f"{block['options'][k]:.3f}"
+            if has_baseline:
+                text += f" ({block['plain_bank'][k]:.3f}, {block['difference'][k]:+.3f})"
+            out.append(f"**{text}**" if bold else text)
+        return f"| {name} | {s} | " + " | ".join(out) + " |"
+
+    for s in shots:
+        for c, by_shots in summary["per_category"].items():
+            lines.append(row(c, s, by_shots[str(s)], False))
+        lines.append(row("**macro mean**", s, summary["macro_mean"][str(s)], True))
     return "\n".join(lines) + "\n"
 
 
@@ -40,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--encoder", default="lite0")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
     parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
     parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
+    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the plain memory bank runs")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
     args = parser.parse_args(argv)
@@ -53,37 +104,34 @@ def main(argv: list[str] | None = None) -> int:
     categories = sorted(p for p in args.root.iterdir() if is_category(p))
     if not categories:
         parser.error(f"{args.root} holds no MVTec-layout category")
+    options = {"augmentation": args.augment, "layout": args.layout, "head_weight": args.head_weight,
+               "feature_norm": args.feature_norm}  # fmt: skip
     overlay_dir = Path(tempfile.mkdtemp(prefix="edge-anomaly-overlays-"))
-    runs = []
+    runs, baseline = [], []
     for shots in args.shots:
         for seed in args.seeds:
             for category in categories:
                 overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
-                runs.append(
-                    evaluate_category(
-                        category,
-                        shots,
-                        seed,
-                        args.image_size,
-                        args.encoder,
-                        progress=False,
-                        overlays=overlays,
-                        augmentation=args.augment,
-                        layout=args.layout,
-                        head_weight=args.head_weight,
-                    )
-                )
-                print(json.dumps({k: runs[-1][k] for k in ("category", "shots", "seed", *COLUMNS)}), flush=True)
-    means = {str(s): mean_report([r for r in runs if r["shots"] == s]) for s in args.shots}
+                common = (category, shots, seed, args.image_size, args.encoder)
+                runs.append(evaluate_category(*common, progress=False, overlays=overlays, **options))
+                line = {k: runs[-1][k] for k in ("category", "shots", "seed", *TABLE)}
+                if not args.no_baseline:
+                    baseline.append(evaluate_category(*common, progress=False, **PLAIN_BANK))
+                    line["plain"] = {k: round(baseline[-1][k], 4) for k in TABLE}
+                print(json.dumps(line), flush=True)
+    summary = summarise(runs, baseline, args.shots)
     report = {
         "command": command_line("edge_anomaly.benchmarks.accuracy", argv),
         "root": str(args.root),
-        "runs": runs,
-        "mean_by_shots": means,
+        "options": options,
+        "plain_bank_options": None if args.no_baseline else PLAIN_BANK,
         "seeds": args.seeds,
+        **summary,
+        "runs": runs,
+        "plain_bank_runs": baseline,
     }
     write_report(args.json, report)
-    args.json.with_suffix(".md").write_text(markdown_table(runs, means))
+    args.json.with_suffix(".md").write_text(markdown_table(summary, args.shots))
     if args.plots:
         from edge_anomaly.benchmarks.plots import overlay_grid, roc_figure
 

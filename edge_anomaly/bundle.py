@@ -92,6 +92,12 @@ class Bundle:
     def files_of(self, role: str) -> list[Path]:
         return sorted(self.root / n for n, e in self.manifest["files"].items() if e["role"] == role)
 
+    @property
+    def digest(self) -> str:
+        """sha256 of ``manifest.json``: names this exact bundle (its files' digests are in the manifest), so a
+        client and a server can tell whether they hold the same one."""
+        return hashlib.sha256((self.root / fmt.MANIFEST).read_bytes()).hexdigest()
+
     def memory_bank(self) -> np.ndarray:
         return _load_memory_bank(self.path_of(fmt.ROLE_MEMORY_BANK), self.manifest)
 

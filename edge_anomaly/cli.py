@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from .bundle_format import FEATURE_NORMS
 from .errors import EdgeAnomalyError, InputError
 from .placement import DEFAULT_LAYOUT, LAYOUTS
 from .settling import MIN_SETTLE_FRAMES
@@ -24,7 +25,13 @@ LAYOUT_HELP = (
     "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, no views), "
     "'free' (anywhere) or 'auto' (aligned when the shots show it)"
 )
+FEATURE_NORM_HELP = "'stage': each stage's features L2-normalised (the default); 'none': as PatchCore keeps them"
 HEAD_HELP = "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 with lite0)"
+
+BACKEND_HELP = (
+    "auto, tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, openvino, or triton://host:8000/MODEL "
+    "(the graphs on an edge-anomaly serve server; triton+grpc://host:8001/MODEL for gRPC)"
+)
 
 EXIT_USAGE = 2
 
@@ -32,6 +39,7 @@ EXIT_USAGE = 2
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
     except BrokenPipeError:
@@ -81,6 +89,13 @@ def _image_size(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number up to 65535, got {value}")
+    return value
+
+
 def _threshold(text: str) -> float:
     try:
         value = float(text)
@@ -110,10 +125,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
+    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage", help=FEATURE_NORM_HELP)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
     p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key (PEM)")
     p.add_argument("--engine", choices=["rtx"], help="also build TensorRT-RTX engines here (no GPU needed)")
+    p.add_argument(
+        "--triton-repo",
+        type=Path,
+        metavar="DIR",
+        help="also write a native Triton model repository (encoder, decoder with the bank, ensemble) into DIR",
+    )
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engine precision")
     p.add_argument(
         "--llm",
@@ -150,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--save-overlay", type=Path, metavar="DIR", help="write heatmap overlays here")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threshold", type=_threshold, default=None, help="override the calibrated threshold")
     p.add_argument("--verdict", action="store_true", help="add a one-sentence verdict (the bundle's model, checked)")
     _trusted_key_option(p)
@@ -188,7 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--http-token", metavar="TOKEN", help="a token the page and its JSON ask for (?token=...)")
     p.add_argument("--max-frames", type=_at_least(1), default=None)
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     _trusted_key_option(p)
     p.add_argument("--quiet", action="store_true", help="no live status line")
     p.add_argument(
@@ -215,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
                    "with a synthetic defect)")  # fmt: skip
     p.add_argument("--frames", type=_at_least(10), default=200, help="frames timed, after the warm-up")
     p.add_argument("--warmup", type=_at_least(0), default=20)
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--threads", type=_at_least(0), default=0, help="inference threads (0: the cores this process has)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report (the schema of benchmarks/latency.py)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write a latency breakdown chart")
@@ -228,6 +250,22 @@ def _parser() -> argparse.ArgumentParser:
     _trusted_key_option(p)
     p.set_defaults(run=_bench)
 
+    p = sub.add_parser("serve", help="host bundles on a Triton Inference Server for many camera controllers")
+    p.add_argument("bundles", type=Path, nargs="+", help="bundle directories or tars; each is a model named after it")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--http-port", type=_port, default=8000)
+    p.add_argument("--grpc-port", type=_port, default=8001)
+    p.add_argument("--metrics-port", type=_port, default=8002, help="Prometheus metrics (/metrics)")
+    p.add_argument("--max-batch", type=_at_least(1), default=8, help="largest batch Triton forms from requests")
+    p.add_argument(
+        "--queue-delay-us", type=_at_least(0), default=2000, help="how long a request waits for others to batch with"
+    )
+    p.add_argument("--no-batching", action="store_true", help="run each request as it comes (no dynamic batcher)")
+    p.add_argument("--backend", default="auto", help="as for inspect, without triton://")
+    p.add_argument("--threads", type=_at_least(0), default=0, help="inference threads (0: the cores this process has)")
+    _trusted_key_option(p)
+    p.set_defaults(run=_serve)
+
     p = sub.add_parser("eval", help="few-shot accuracy on an MVTec-layout category (or a root of categories)")
     p.add_argument("path", type=Path, help="a category folder (train/good, test/*, ground_truth/*) or a root of them")
     p.add_argument("--shots", type=_at_least(0), default=1, help="normal shots (0: zero-shot)")
@@ -237,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
+    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage", help=FEATURE_NORM_HELP)
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     p.set_defaults(run=_eval)
@@ -246,6 +285,56 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default="default", help="verdict model as for export; 'none' for template sentences")
     p.set_defaults(run=_demo)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import pytriton  # noqa: F401  numpy 1 only: it lives in an environment of its own
+    except ImportError:
+        from edge_anomaly.runtime.serve_process import SERVE_PYTHON as python
+
+        if python.is_file() and Path(sys.prefix).resolve() != python.parent.parent.resolve():  # not this venv
+            argv = args.argv if args.argv is not None else sys.argv[1:]
+            os.execv(str(python), [str(python), "-m", "edge_anomaly.cli", *argv])  # Ctrl-C reaches the server
+        raise InputError(
+            "serve needs Triton (nvidia-pytriton, numpy 1): run `make serve-env` in the checkout, or "
+            "pip install 'edge-anomaly[serve]' into an environment of its own"
+        ) from None
+    from edge_anomaly.runtime.triton_server import ServeOptions, load_bundles, serve
+
+    options = ServeOptions(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        max_batch=args.max_batch,
+        queue_delay_us=args.queue_delay_us,
+        batching=not args.no_batching,
+        backend=args.backend,
+        threads=args.threads,
+        trusted_keys=tuple(args.trusted_key or ()),
+    )
+    served = load_bundles(args.bundles, options)
+    for s in served:
+        print(f"model {s.name}: {s.bundle.root} ({s.bundle.object_name}), manifest sha256 {s.digest[:12]}..., "
+              f"{s.backend.name} ({s.backend_reason})")  # fmt: skip
+    batching = f"dynamic batching up to {options.max_batch}, {options.queue_delay_us} us" if options.batching else (
+        "no batching")  # fmt: skip
+
+    def ready() -> None:
+        print(
+            f"serving on http://{options.host}:{options.http_port} and grpc {options.host}:{options.grpc_port} "
+            f"({batching}); metrics http://{options.host}:{options.metrics_port}/metrics; Ctrl-C stops",
+            flush=True,
+        )
+
+    try:
+        serve(served, options, ready)
+    finally:
+        for s in served:
+            s.bundle.close()
+    print("server stopped", flush=True)
+    return 0
 
 
 def _trusted_key_option(p: argparse.ArgumentParser) -> None:
@@ -279,6 +368,7 @@ def _export(args: argparse.Namespace) -> int:
         augmentation=args.augment,
         head_weight=args.head_weight,
         layout=args.layout,
+        feature_norm=args.feature_norm,
     )
     t, bank = bundle.manifest["threshold"], bundle.manifest["memory_bank"]
     print(
@@ -303,6 +393,12 @@ def _export(args: argparse.Namespace) -> int:
         from .bundle import sign_bundle
 
         print(f"signed: {sign_bundle(bundle.root, args.sign)}")
+    if args.triton_repo:
+        from edge_anomaly.export.triton_repo import write_triton_repo
+
+        folders = write_triton_repo(bundle, args.triton_repo)
+        print(f"triton model repository {args.triton_repo}: {', '.join(f.name for f in folders)} "
+              f"(tritonserver --model-repository {args.triton_repo}; docs/scale-out.md)")  # fmt: skip
     if args.tar:
         print(f"packed {write_tar(bundle, args.out.with_name(args.out.name + '.tar.gz'))}")
     return 0
@@ -449,9 +545,10 @@ def _run(args: argparse.Namespace) -> int:
     def status() -> None:
         while not done.wait(1.0):
             s = runner.stats
+            unreachable = f"  {s.unreachable_frames} unreachable" if s.unreachable_frames else ""
             print(
                 f"\r{s.inspected} frames  {s.fps:.1f} fps  p99 {s.p99_ms:.1f} ms  {s.events} events  "
-                f"{s.dropped} dropped  {s.bad_frames} bad",
+                f"{s.dropped} dropped  {s.bad_frames} bad{unreachable}",
                 end="",
                 file=sys.stderr,
                 flush=True,
@@ -591,7 +688,12 @@ def _eval(args: argparse.Namespace) -> int:
     categories = [args.path] if is_category(args.path) else sorted(p for p in args.path.iterdir() if is_category(p))
     if not categories:
         raise FileNotFoundError(f"{args.path} is neither an MVTec-layout category nor a folder of them")
-    fit = {"augmentation": args.augment, "head_weight": args.head_weight, "layout": args.layout}
+    fit = {
+        "augmentation": args.augment,
+        "head_weight": args.head_weight,
+        "layout": args.layout,
+        "feature_norm": args.feature_norm,
+    }
     reports = [
         evaluate_category(c, args.shots, args.seed, args.image_size, args.encoder, args.backend, **fit)
         for c in categories

@@ -19,3 +19,8 @@ class BackendError(EdgeAnomalyError):
 
 class InferenceError(EdgeAnomalyError):
     """The graphs gave no usable answer for a frame (a non-finite score or map): never read as "normal"."""
+
+
+class BackendUnavailable(BackendError):
+    """A remote backend (a Triton server) did not answer, or answered for another bundle: the frame was not
+    inspected. It may come back; a stream counts such frames and goes on."""

@@ -79,6 +79,7 @@ def evaluate_category(
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
     layout: str = DEFAULT_LAYOUT,
+    feature_norm: str = "stage",
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
 
@@ -107,10 +108,11 @@ def evaluate_category(
             augmentation=augmentation,
             head_weight=head_weight,
             layout=layout,
+            feature_norm=feature_norm,
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
-        labels, scores, decisions, masks, maps, thresholds = [], [], [], [], [], []
+        labels, scores, decisions, masks, maps, thresholds, rule_scores = [], [], [], [], [], [], []
         shown = {0: 0, 1: 0}
         resized_masks = 0
         method, picked = bundle.manifest["threshold"]["method"], []
@@ -135,6 +137,7 @@ def evaluate_category(
                     save_overlay(item.path, result, overlays, f"{category.name}_{item.defect_type}_{item.path.stem}")
                 masks.append(mask)
                 maps.append(score_map)
+                rule_scores.append(score_rules(result.anomaly_map))
             bar.update(len(chunk))
         bar.close()
     if resized_masks:
@@ -158,7 +161,11 @@ def evaluate_category(
         "threshold": float(np.median(thresholds)),
         "threshold_method": method,
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
+        "feature_norm": feature_norm,
         "image_auroc": metrics.image_auroc(labels_a, scores_a),
+        "image_auroc_by_rule": {  # the study of image scores (docs/accuracy.md), from the same maps
+            rule: metrics.image_auroc(labels_a, np.array([r[rule] for r in rule_scores])) for rule in SCORE_RULES
+        },
         "pixel_auroc": metrics.pixel_auroc(masks, maps),
         "pro": metrics.au_pro(masks, maps),
         **metrics.decision_metrics(labels_a, np.asarray(decisions)),
@@ -170,6 +177,24 @@ def evaluate_category(
             {"image": str(it.path.relative_to(category)), "label": lab, "score": round(sc, 6)}
             for it, lab, sc in zip(items, labels, scores)
         ],
+    }
+
+
+METRIC_KEYS = (
+    "image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy", "false_positive_rate", "recall"
+)  # fmt: skip
+SCORE_RULES = ("max", "top1pct_mean", "top5pct_mean", "mean")
+
+
+def score_rules(anomaly_map: np.ndarray) -> dict[str, float]:
+    """Image scores a map can give: its maximum (the decoder's), the mean of its top 1% or 5% of pixels, and
+    its mean; the tire's defects are found by the map and missed by its maximum, which one ranks them?"""
+    flat = np.sort(anomaly_map.ravel())[::-1]
+    return {
+        "max": float(flat[0]),
+        "top1pct_mean": float(flat[: max(1, flat.size // 100)].mean()),
+        "top5pct_mean": float(flat[: max(1, flat.size // 20)].mean()),
+        "mean": float(flat.mean()),
     }
 
 
@@ -201,5 +226,9 @@ def is_category(path: Path) -> bool:
 
 def mean_report(reports: list[dict]) -> dict:
     """Mean of every numeric metric over categories (NaN-aware)."""
-    keys = ("image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy")  # per_image is left out
-    return {k: float(np.nanmean([r[k] for r in reports])) for k in keys}
+    mean = {k: float(np.nanmean([r[k] for r in reports])) for k in METRIC_KEYS}  # per_image is left out
+    if all("image_auroc_by_rule" in r for r in reports):
+        mean["image_auroc_by_rule"] = {
+            rule: float(np.nanmean([r["image_auroc_by_rule"][rule] for r in reports])) for rule in SCORE_RULES
+        }
+    return mean

@@ -199,6 +199,7 @@ class Inspector:
         """Replace the bundle's shots with these normal images: bank and threshold from them alone, then
         raised by ``presumed_normal`` frames if any (see ``presume_normal``). Zero-shot bootstrapping passes
         the frames it found most typical of the line as shots, the next most typical as presumed normal."""
+        self._check_features_local("use_normal_shots")
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
@@ -219,12 +220,21 @@ class Inspector:
         (``placement``): two plates from one capture look aligned, the line's plates do not, and an aligned
         bank would score every shifted plate high. Never below the shots' own threshold; a second call starts
         again from the shots."""
+        self._check_features_local("presume_normal")
         rgbs = [as_rgb(im, color_order) for im in frames]
         if len(rgbs) < 2:
             raise InputError(f"presume_normal needs at least 2 frames for a spread, got {len(rgbs)}")
         features = encode_images(self._backend, rgbs, self._prep)
         self._refit(self._bundle_shots(), features)  # deterministic: the same shots and layout give the same fit
         return self._raise_to(features)
+
+    def _check_features_local(self, what: str) -> None:
+        """A remote backend (Triton) keeps the features and the bank on its server: nothing can be fitted here."""
+        if getattr(self._backend, "remote", False):
+            raise InputError(
+                f"{what} needs the bundle's features on this machine, and the {self.backend_name} backend keeps "
+                "them on its server: fit with a local backend, save the bundle and serve that one"
+            )
 
     def _raise_to(self, features: np.ndarray) -> Calibration:
         """Raise the current fit's threshold by the scores of presumed-normal frames, given as patch features
@@ -250,6 +260,7 @@ class Inspector:
     def _refit(self, shots: list[np.ndarray], presumed_normal: np.ndarray | None = None) -> Calibration:
         """Bank and threshold from ``shots``; ``presumed_normal`` frames' features only add evidence for the
         layout."""
+        self._check_features_local("fitting shots")
         bank = self.bundle.manifest["memory_bank"]
         augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
         layout = bank.get("layout_requested", bank.get("layout", "free"))

@@ -57,9 +57,13 @@ def au_pro(masks: list[np.ndarray], maps: list[np.ndarray], fpr_limit: float = P
 
 def decision_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float | int]:
     labels, predicted = np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)
+    normal, anomalous = labels == 0, labels == 1
     return {
         "accuracy": float(accuracy_score(labels, predicted)),
         "f1": float(f1_score(labels, predicted, zero_division=0.0)),
+        # normal images flagged, and anomalous ones found: what a line pays for and what it gets
+        "false_positive_rate": float(predicted[normal].mean()) if normal.any() else float("nan"),
+        "recall": float(predicted[anomalous].mean()) if anomalous.any() else float("nan"),
         "true_positives": int(((labels == 1) & (predicted == 1)).sum()),
         "false_positives": int(((labels == 0) & (predicted == 1)).sum()),
         "true_negatives": int(((labels == 0) & (predicted == 0)).sum()),

@@ -51,6 +51,7 @@ def build_bundle(
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
     layout: str = DEFAULT_LAYOUT,
+    feature_norm: str = "stage",
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
     ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default).
@@ -66,7 +67,7 @@ def build_bundle(
         raise InputError("layout 'aligned' needs at least 2 shots: one shot cannot show where things belong")
     images = [read_image(p) for p in shot_paths]
     try:
-        graphs = build_graphs(encoder, image_size, stages, head_weight)
+        graphs = build_graphs(encoder, image_size, stages, head_weight, feature_norm)
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,23 +59,25 @@ def build_graphs(
     image_size: int = 256,
     stages: tuple[int, ...] = DEFAULT_STAGES,
     head_weight: float | None = None,
+    feature_norm: str = "stage",
 ) -> DetectorGraphs:
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 
     ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
-    ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages), else none."""
+    ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised),
+    else none. ``feature_norm``: ``"stage"`` (per-stage L2) or ``"none"`` (``PatchEncoder``)."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
-    head_fits = encoder == "lite0" and tuple(sorted(stages)) == DEFAULT_STAGES
+    head_fits = encoder == "lite0" and tuple(sorted(stages)) == DEFAULT_STAGES and feature_norm == "stage"
     if head_weight is None:
         head_weight = HEAD_WEIGHT if head_fits else 0.0
     if head_weight < 0 or (head_weight and not head_fits):
         raise ValueError(
-            f"head weight must be >= 0 and needs the lite0 encoder with stages {DEFAULT_STAGES}, "
-            f"got {head_weight} with {encoder} stages {stages}"
+            f"head weight must be >= 0 and needs the lite0 encoder with stages {DEFAULT_STAGES}, per-stage "
+            f"normalised, got {head_weight} with {encoder} stages {stages}, feature norm {feature_norm}"
         )
-    patch_encoder = PatchEncoder(load_efficientnet_lite(source.checkpoint), stages).eval()
+    patch_encoder = PatchEncoder(load_efficientnet_lite(source.checkpoint), stages, feature_norm).eval()
     grid = grid_for(image_size, patch_encoder.stride)
     head = load_head(HEAD_ASSET) if head_weight else None
     decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight).eval()
@@ -95,7 +97,9 @@ def build_graphs(
             "strides": [patch_encoder.backbone.strides()[s] for s in patch_encoder.stages],
             "feature_dim": patch_encoder.feature_dim,
             "grid": list(grid),
-            "aggregation": "3x3 local mean per stage, bilinear to the finest grid, L2-normalized per stage",
+            "aggregation": "3x3 local mean per stage, bilinear to the finest grid"
+            + (", L2-normalized per stage" if feature_norm == "stage" else ", not normalized"),
+            "feature_norm": feature_norm,
         },
         "decoder": {
             "kind": "nearest-neighbour distance to the memory bank",

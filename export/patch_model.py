@@ -13,13 +13,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edge_anomaly.bundle_format import FEATURE_NORMS
 from edge_anomaly.placement import PLACE_COLUMNS
 
 from .efficientnet_lite import EfficientNetLite
 
-# Added to the squared distance of rows out of reach: far above any squared distance of per-stage unit
-# features, so such a row never is the nearest while one in reach exists (every aligned bank covers every place).
-OUT_OF_REACH = 1.0e4
+# Added to the squared distance of rows out of reach: far above any squared distance of the features (per-stage
+# unit features stay below 4 per stage; raw Lite stage outputs, ReLU6-bounded, below 6**2 per channel, a few
+# thousand over the default stages), so such a row never is the nearest while one in reach exists (every
+# aligned bank covers every place).
+OUT_OF_REACH = 1.0e6
 
 
 class PatchEncoder(nn.Module):
@@ -28,12 +31,16 @@ class PatchEncoder(nn.Module):
     Features of several stages are locally aggregated (3x3 mean, as PatchCore
     does, so each patch sees its neighbourhood), brought to the grid of the
     finest stage, L2-normalized per stage so that no stage dominates the
-    distance by its width, and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the
+    distance by its width (``feature_norm="stage"``; ``"none"`` keeps them as
+    PatchCore does), and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the
     finest stage's stride.
     """
 
-    def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...]) -> None:
+    def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], feature_norm: str = "stage") -> None:
         super().__init__()
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+        self.feature_norm = feature_norm
         self.backbone = backbone
         self.stages = tuple(sorted(stages))
         self.feature_dim = sum(backbone.stage_channels[s] for s in self.stages)
@@ -47,7 +54,7 @@ class PatchEncoder(nn.Module):
             f = F.avg_pool2d(outputs[s], 3, stride=1, padding=1, count_include_pad=False)
             if f.shape[-2:] != grid:
                 f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-            parts.append(F.normalize(f, dim=1))
+            parts.append(F.normalize(f, dim=1) if self.feature_norm == "stage" else f)
         features = torch.cat(parts, dim=1)
         return features.flatten(2).transpose(1, 2).contiguous()
 

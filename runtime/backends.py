@@ -56,9 +56,15 @@ class BackendEntry:
 def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> BackendChoice:
     """``auto``: the first entry of ``TABLE`` that can run here (TensorRT engines that fit this GPU, ONNX
     Runtime on CUDA, OpenVINO on an x86 CPU, ONNX Runtime on the CPU), with what the ones before it lacked;
-    a name: that entry, or ``BackendError`` saying why it cannot run."""
+    a name: that entry, or ``BackendError`` saying why it cannot run; ``triton://host:port/model``: the
+    bundle's graphs on that Triton server (``triton_backend``)."""
+    from .triton_backend import TritonAddress, TritonBackend, is_triton_url
+
+    if is_triton_url(backend):
+        address = TritonAddress.parse(backend)
+        return BackendChoice(TritonBackend(address, bundle), f"asked for the Triton server at {address.url}")
     if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}: expected one of {BACKENDS}")
+        raise BackendError(f"unknown backend {backend!r}: expected one of {BACKENDS} or triton://host:port/model")
     if backend == "onnxruntime":  # ONNX Runtime on whatever device it has
         backend = "onnxruntime-cuda" if _onnxruntime_problem(bundle, "cuda") is None else "onnxruntime-cpu"
     if backend != "auto":

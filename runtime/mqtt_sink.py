@@ -324,6 +324,7 @@ class MqttSink:
                 "fps": round(stats.fps, 2),
                 "inspected": stats.inspected,
                 "dropped": stats.dropped,
+                "unreachable": stats.unreachable_frames,
                 "events": stats.events,
                 "backend": _backend_name(self._runner.inspector),
             }

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_anomaly.errors import InferenceError, InputError
+from edge_anomaly.errors import BackendUnavailable, InferenceError, InputError
 from edge_anomaly.inspector import Inspector
 
 from .event_log import EventLogError, LogHistory
@@ -58,6 +58,7 @@ class StreamStats:
     inspected: int = 0
     bad_frames: int = 0
     failed_frames: int = 0  # the graphs gave no usable answer (a non-finite score): counted, never "normal"
+    unreachable_frames: int = 0  # a remote backend (Triton) did not answer for them: not inspected
     dropped: int = 0
     events: int = 0
     verdicts: int = 0
@@ -65,6 +66,11 @@ class StreamStats:
     started: float = field(default_factory=time.perf_counter)
     loop_ended: float | None = None  # set when frames stop; draining verdicts afterwards does not count
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW), repr=False)
+
+    @property
+    def handled(self) -> int:
+        """Frames taken off the queue and dealt with, inspected or not (``max_frames`` counts these)."""
+        return self.inspected + self.bad_frames + self.failed_frames + self.unreachable_frames
 
     @property
     def fps(self) -> float:
@@ -160,13 +166,16 @@ class StreamRunner:
             if item is None:
                 return
             yield from self._process(*(item if self.pipelined else (item, None, None)))
-            if self.max_frames is not None and self.stats.inspected + self.stats.bad_frames >= self.max_frames:
+            if self.max_frames is not None and self.stats.handled >= self.max_frames:
                 return
 
     def _process(self, frame: Frame, encoded=None, error: Exception | None = None) -> Iterator[StreamEvent]:
         """One frame: decide it (its features already encoded when ``pipelined``), then the gate. ``error``:
         what encoding it raised on the encoder's thread."""
         self._last_frame = frame.id
+        if isinstance(error, BackendUnavailable):
+            self._unreachable(frame, error)
+            return
         if error is not None and not isinstance(error, InputError):
             raise error
         if frame.image is None or error is not None:
@@ -186,6 +195,9 @@ class StreamRunner:
             self.stats.failed_frames += 1
             if self.stats.failed_frames <= 10 or self.stats.failed_frames % 1000 == 0:
                 log.error("frame %d not inspected (%d so far): %s", frame.id, self.stats.failed_frames, exc)
+            return
+        except BackendUnavailable as exc:
+            self._unreachable(frame, exc)
             return
         self.stats.latency_ms.append((time.perf_counter() - start) * 1000)
         self.stats.inspected += 1
@@ -215,6 +227,13 @@ class StreamRunner:
                     sink.frame(frame, result)
                 except Exception as exc:  # noqa: BLE001  a viewer must never stop the line
                     log.error("sink %s failed on a frame: %s", type(sink).__name__, exc)
+
+    def _unreachable(self, frame: Frame, exc: BackendUnavailable) -> None:
+        """Count a frame the remote backend did not answer for; the backend itself backs off between tries,
+        so the camera and the event log go on while it is away."""
+        self.stats.unreachable_frames += 1
+        if self.stats.unreachable_frames <= 10 or self.stats.unreachable_frames % 1000 == 0:
+            log.error("frame %d not inspected (%d so far): %s", frame.id, self.stats.unreachable_frames, exc)
 
     def _skip(self, frame: Frame, why: str | None) -> None:
         """Count a bad frame; log the first few and then every 1000th, so months of them never flood the log."""

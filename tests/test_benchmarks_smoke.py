@@ -30,8 +30,17 @@ def test_accuracy_benchmark(synth_root, tmp_path):
         [str(synth_root), "--shots", "1", "--seeds", "0", "--image-size", "64", "--json", str(out), "--plots"]
     )
     report = json.loads(out.read_text())
-    assert len(report["runs"]) == 2 and set(report["mean_by_shots"]) == {"1"}
-    assert "| **mean** | 1 |" in out.with_suffix(".md").read_text()
+    assert len(report["runs"]) == 2 and len(report["plain_bank_runs"]) == 2
+    assert [r["feature_norm"] for r in report["plain_bank_runs"]] == ["none", "none"]
+    assert all(r["text_free_head"] is None and r["augmentation"] == "none" for r in report["plain_bank_runs"])
+    macro = report["macro_mean"]["1"]
+    assert macro["difference"]["image_auroc"] == pytest.approx(
+        macro["options"]["image_auroc"] - macro["plain_bank"]["image_auroc"]
+    )
+    fabric = report["per_category"]["fabric"]["1"]["options"]
+    assert fabric["image_auroc"] == report["runs"][0]["image_auroc"]  # one seed: the mean is the run
+    assert 0 <= fabric["false_positive_rate"] <= 1 and 0 <= fabric["recall"] <= 1
+    assert "| **macro mean** | 1 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "accuracy-roc.png").stat().st_size > 10_000
     assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
 

@@ -14,6 +14,7 @@ from edge_anomaly import Inspector
 from edge_anomaly.cli import main
 import edge_anomaly.runtime.backends, edge_anomaly.runtime.onnxruntime_backend
 import edge_anomaly.runtime.mqtt_sink, edge_anomaly.runtime.live_page, edge_anomaly.runtime.bench
+import edge_anomaly.runtime.triton_backend, edge_anomaly.runtime.triton_server, edge_anomaly.runtime.serve_process
 insp = Inspector.load(sys.argv[1], backend="onnxruntime-cpu")
 result = insp.inspect(np.zeros((96, 96, 3), np.uint8))
 insp.add_normal_shots([np.full((96, 96), 128, np.uint8)])
