@@ -30,6 +30,7 @@ from edge_anomaly.bundle_format import FEATURE_NORMS
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
 from edge_anomaly.placement import DEFAULT_LAYOUT, LAYOUTS
 from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
+from edge_anomaly.zero_shot import MAX_REFERENCES
 
 PLAIN_BANK = {"augmentation": "none", "head_weight": 0.0, "layout": "free", "feature_norm": "none"}
 TABLE = ("image_auroc", "pixel_auroc", "accuracy", "best_accuracy", "false_positive_rate", "recall")
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
     parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain memory bank runs")
+    parser.add_argument(
+        "--zero-shot-references", type=int, default=MAX_REFERENCES, help="with --shots 0: others each image is "
+        "scored against (0: all of them, quadratic)"
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--plots", action="store_true", help="also write ROC curves and an overlay grid (PNG)")
     args = parser.parse_args(argv)
@@ -113,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             for category in categories:
                 overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
                 common = (category, shots, seed, args.image_size, args.encoder)
-                runs.append(evaluate_category(*common, progress=False, overlays=overlays, **options))
+                zero = {"zero_shot_references": args.zero_shot_references or None}
+                runs.append(evaluate_category(*common, progress=False, overlays=overlays, **options, **zero))
                 line = {k: runs[-1][k] for k in ("category", "shots", "seed", *TABLE)}
                 if not args.no_baseline:
-                    baseline.append(evaluate_category(*common, progress=False, **PLAIN_BANK))
+                    baseline.append(evaluate_category(*common, progress=False, **PLAIN_BANK, **zero))
                     line["plain"] = {k: round(baseline[-1][k], 4) for k in TABLE}
                 print(json.dumps(line), flush=True)
     summary = summarise(runs, baseline, args.shots)

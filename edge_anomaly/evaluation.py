@@ -30,7 +30,7 @@ from .inspector import Inspector
 from .overlay import save_overlay
 from .placement import DEFAULT_LAYOUT
 from .shot_views import DEFAULT_AUGMENTATION
-from .zero_shot import mutual_results
+from .zero_shot import MAX_REFERENCES, mutual_results
 
 METRIC_SIDE = 256
 OVERLAYS_PER_CLASS = 3
@@ -80,6 +80,7 @@ def evaluate_category(
     head_weight: float | None = None,
     layout: str = DEFAULT_LAYOUT,
     feature_norm: str = "stage",
+    zero_shot_references: int | None = MAX_REFERENCES,
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
 
@@ -118,7 +119,7 @@ def evaluate_category(
         method, picked = bundle.manifest["threshold"]["method"], []
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
         if shots == 0:
-            batch = mutual_results(inspector, [it.path for it in items])
+            batch = mutual_results(inspector, [it.path for it in items], references=zero_shot_references)
             method, batches = batch.method, [(items, batch.results)]
             picked = [str(items[i].path.relative_to(category)) for i in batch.shot_indices]
         else:
@@ -161,6 +162,7 @@ def evaluate_category(
         "threshold": float(np.median(thresholds)),
         "threshold_method": method,
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
+        "zero_shot_references": zero_shot_references if shots == 0 else None,
         "feature_norm": feature_norm,
         "image_auroc": metrics.image_auroc(labels_a, scores_a),
         "image_auroc_by_rule": {  # the study of image scores (docs/accuracy.md), from the same maps

@@ -49,6 +49,9 @@ from .inspector import InspectionResult, Inspector
 from .placement import PLACE_COLUMNS, free_rows
 
 FRACTION = 0.3
+# Other frames each frame of a batch is scored against, drawn at random (MuSc samples its references too):
+# the cost grows with the batch, not with its square. A batch this size or smaller is scored in full.
+MAX_REFERENCES = 32
 MIN_FRAMES = 4  # fewer other frames than this and there is no "most frames" to compare against
 PSEUDO_SHOTS = 4  # as many shots as the calibration holds out quarters of
 MIN_BOOTSTRAP_FRAMES = 4 * PSEUDO_SHOTS  # the picked shots are at most a quarter of the frames
@@ -60,26 +63,45 @@ BOOTSTRAP_METHOD = (
 )
 
 
-def mutual_maps(inspector: Inspector, features: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
-    """Patch features ``[B x N x D]`` -> anomaly maps ``[B x H x W]``, each frame against the others."""
+def mutual_maps(
+    inspector: Inspector,
+    features: np.ndarray,
+    fraction: float = FRACTION,
+    references: int | None = MAX_REFERENCES,
+    seed: int = 0,
+) -> np.ndarray:
+    """Patch features ``[B x N x D]`` -> anomaly maps ``[B x H x W]``, each frame against the others: all of
+    them, or ``references`` of them drawn at random (``seed``) for each block of frames once there are more."""
     count = len(features)
     if count < MIN_FRAMES + 1:
         raise InputError(f"zero-shot scoring needs at least {MIN_FRAMES + 1} frames, got {count}")
-    keep = max(1, math.ceil(fraction * (count - 1)))
+    if references is not None and references < MIN_FRAMES:
+        raise InputError(f"zero-shot scoring needs at least {MIN_FRAMES} references per frame, got {references}")
     banks = [free_rows(f) for f in features]  # no shot shows yet whether the product sits aligned
+    rng = np.random.default_rng(seed)
+    everyone = references is None or count - 1 <= references
     out = []
     for start in range(0, count, DECODE_BATCH):
         queries = features[start : start + DECODE_BATCH]
-        stack = np.stack([inspector.backend.decode(queries, banks[j])[0] for j in range(count)])  # [B x b x H x W]
-        for k in range(len(queries)):
-            stack[start + k, k] = np.inf  # a frame is not its own reference
-        out.append(np.sort(stack, axis=0)[:keep].mean(axis=0))
+        if everyone:
+            refs = np.arange(count)
+        else:  # none of the block itself, so every frame of it has exactly ``references`` others
+            others = np.setdiff1d(np.arange(count), np.arange(start, start + len(queries)))
+            refs = np.sort(rng.choice(others, size=min(references, len(others)), replace=False))
+        stack = np.stack([inspector.backend.decode(queries, banks[j])[0] for j in refs])  # [R x b x H x W]
+        if everyone:
+            for k in range(len(queries)):
+                stack[start + k, k] = np.inf  # a frame is not its own reference
+        keep = max(1, math.ceil(fraction * (len(refs) - (1 if everyone else 0))))
+        out.append(np.partition(stack, keep - 1, axis=0)[:keep].mean(axis=0))
     return np.concatenate(out)
 
 
-def mutual_scores(inspector: Inspector, features: np.ndarray, fraction: float = FRACTION) -> np.ndarray:
+def mutual_scores(
+    inspector: Inspector, features: np.ndarray, fraction: float = FRACTION, references: int | None = MAX_REFERENCES
+) -> np.ndarray:
     """Each frame's image score (map maximum) from ``mutual_maps``."""
-    maps = mutual_maps(inspector, features, fraction)
+    maps = mutual_maps(inspector, features, fraction, references)
     return maps.reshape(len(maps), -1).max(axis=1)
 
 
@@ -101,23 +123,28 @@ class ZeroShotBatch:
 
 
 def mutual_results(
-    inspector: Inspector, frames: Sequence[ImageLike], color_order: str = "bgr", fraction: float = FRACTION
+    inspector: Inspector,
+    frames: Sequence[ImageLike],
+    color_order: str = "bgr",
+    fraction: float = FRACTION,
+    references: int | None = MAX_REFERENCES,
 ) -> ZeroShotBatch:
     """Score a batch of unlabeled frames of one product with no normal shot.
 
     With at least ``MIN_BOOTSTRAP_FRAMES`` frames, the most typical ones become ``inspector``'s shots
     (replacing any it had) and every frame is inspected against them; with fewer, the mutual maps are the
-    result and the outlier test decides."""
+    result and the outlier test decides. ``references``: how many others each frame is scored against
+    (``mutual_maps``; None: all of them, quadratic in the batch)."""
     rgbs = [as_rgb(f, color_order) for f in frames]
     sources = [f if isinstance(f, (str, Path)) else None for f in frames]
     features = encode_images(inspector.backend, rgbs, inspector.preprocessing)
     if len(rgbs) < MIN_BOOTSTRAP_FRAMES:
-        maps = mutual_maps(inspector, features, fraction)
+        maps = mutual_maps(inspector, features, fraction, references)
         scores = [float(m.max()) for m in maps]
         threshold = outlier_threshold(scores)
         results = [inspector.finding(*args, threshold=threshold) for args in zip(rgbs, maps, scores, sources)]
         return ZeroShotBatch(results, [], OUTLIER_METHOD)
-    picked, presumed = bootstrap_split(mutual_scores(inspector, features, fraction))
+    picked, presumed = bootstrap_split(mutual_scores(inspector, features, fraction, references))
     calibration = inspector.use_normal_shots(
         [rgbs[i] for i in picked], color_order="rgb", presumed_normal=[rgbs[i] for i in presumed]
     )

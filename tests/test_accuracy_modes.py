@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_anomaly import InputError
 from edge_anomaly.evaluation import load_test_set
 from edge_anomaly.few_shot import fit_normal_shots
 from edge_anomaly.images import list_images, read_image
@@ -17,6 +18,7 @@ from edge_anomaly.zero_shot import (
     OUTLIER_METHOD,
     PSEUDO_SHOTS,
     ZeroShotInspector,
+    mutual_maps,
     mutual_results,
 )
 
@@ -78,6 +80,41 @@ def test_zero_shot_small_batch_ranks_defects_by_mutual_scores_and_an_outlier_tes
     assert batch.method == OUTLIER_METHOD and batch.shot_indices == []
     assert len({r.threshold for r in batch.results}) == 1  # one outlier threshold for the batch
     assert all(r.regions for r in batch.results if r.is_anomalous)
+
+
+class _CountingBackend:
+    """The inspector's backend, counting decodes: the work zero-shot scoring does."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.decodes = backend, 0
+
+    def decode(self, features, bank):
+        self.decodes += 1
+        return self.backend.decode(features, bank)
+
+
+def test_zero_shot_references_bound_the_work(inspector, synth_root):
+    """Each frame against a bounded sample of the others: linear work, defects still ranked first; a batch
+    no larger than the sample is scored against everyone, exactly as with no bound."""
+    from types import SimpleNamespace
+
+    from edge_anomaly.few_shot import encode_images
+
+    items = load_test_set(synth_root / "fabric")
+    features = encode_images(inspector.backend, [read_image(it.path) for it in items], inspector.preprocessing)
+    labels = np.array([it.is_anomalous for it in items])
+    counting = _CountingBackend(inspector.backend)
+    probe = SimpleNamespace(backend=counting)
+    full = mutual_maps(probe, features, references=None)
+    assert counting.decodes == 2 * len(items)  # two blocks of frames, each against every frame
+    np.testing.assert_allclose(mutual_maps(probe, features, references=len(items) - 1), full, rtol=1e-6)
+    counting.decodes = 0
+    sampled = mutual_maps(probe, features, references=5, seed=1)
+    assert counting.decodes == 2 * 5
+    assert image_auroc(labels, sampled.reshape(len(items), -1).max(axis=1)) > 0.8
+    assert not np.allclose(sampled, full)
+    with pytest.raises(InputError, match="at least 4 references"):
+        mutual_maps(probe, features, references=2)
 
 
 @pytest.fixture(scope="module")

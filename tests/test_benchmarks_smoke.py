@@ -158,3 +158,14 @@ def test_layout_gate_benchmark(synth_root, tmp_path):
         assert len(run["shares"]) == 2 and 0.0 <= run["min"] <= run["max"] <= 1.0
         assert run["aligned_draws"] == sum(s >= ALIGNED_SHARE for s in run["shares"])
     assert report["aligned_share_threshold"] == ALIGNED_SHARE
+
+
+def test_zero_shot_scale_benchmark(tmp_path):
+    from edge_anomaly.benchmarks import zero_shot_scale
+
+    out = tmp_path / "zero.json"
+    args = ["--images", "18", "--references", "6", "--full-up-to", "18", "--image-size", "64", "--json", str(out)]
+    zero_shot_scale.main(args)
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["images"], r["mode"], r["references"]) for r in runs] == [(18, "bounded", 6), (18, "full", None)]
+    assert all(r["seconds"] > 0 and 0 <= r["image_auroc"] <= 1 for r in runs)
