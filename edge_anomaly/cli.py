@@ -660,6 +660,8 @@ def _print_bench(report: dict) -> None:
     print(f"batch-1 {run['frames_per_second']:.1f} frames/s; streaming {run['streaming_frames_per_second']:.1f} "
           f"frames/s pipelined, {run['streaming_serial_frames_per_second']:.1f} serial; "
           f"peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
+    if run["backend"] == "triton":
+        print("triton: 'encoder' is the whole round trip to the server (both graphs there); 'decoder' unpacks it")
     if "baseline" in run:
         baseline_ms = run["baseline"]["latency_ms"]["p50"]
         print(f"PatchCore-WRN50 p50 {baseline_ms:.1f} ms: this bundle is {run['speedup_vs_baseline']}x faster")
