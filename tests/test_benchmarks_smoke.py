@@ -22,8 +22,8 @@ def test_latency_benchmark(tmp_path):
     assert all(r["speedup_vs_baseline"] > 0 and 0 < r["runtime_peak_rss_mb"] < 2000 for r in report["runs"])
 
 
-def test_accuracy_benchmark(synth_root, tmp_path):
-    from edge_anomaly.benchmarks import accuracy
+def test_accuracy_benchmark(synth_root, tmp_path, capsys):
+    from edge_anomaly.benchmarks import accuracy, study
 
     out = tmp_path / "accuracy.json"
     accuracy.main(
@@ -41,6 +41,10 @@ def test_accuracy_benchmark(synth_root, tmp_path):
     assert fabric["image_auroc"] == report["runs"][0]["image_auroc"]  # one seed: the mean is the run
     assert 0 <= fabric["false_positive_rate"] <= 1 and 0 <= fabric["recall"] <= 1
     assert "| **macro mean** | 1 |" in out.with_suffix(".md").read_text()
+    capsys.readouterr()
+    study.main([str(out), "--defaults", str(out)])
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 3 and table[2].startswith("| accuracy | 1 | ") and "+0.000" in table[2]
     assert (tmp_path / "accuracy-roc.png").stat().st_size > 10_000
     assert (tmp_path / "accuracy-overlays.png").stat().st_size > 10_000
 
