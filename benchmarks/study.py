@@ -23,7 +23,9 @@ def rows(report: dict, name: str, defaults: dict | None) -> list[str]:
         mine, plain = block["options"], block.get("plain_bank")
         cells = [f"{mine[k]:.3f}" + (f" ({mine[k] - plain[k]:+.3f})" if plain else "") for k in COLUMNS]
         worst = ""
-        if defaults is not None and shots in defaults["macro_mean"]:
+        if defaults is not None and defaults["command"] == report["command"]:
+            worst = "(the defaults)"
+        elif defaults is not None and shots in defaults["macro_mean"]:
             losses = []
             for category, by_shots in report["per_category"].items():
                 theirs = defaults["per_category"][category][shots]["options"]
