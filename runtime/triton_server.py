@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sysconfig
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +115,15 @@ def serve(served: Sequence[ServedBundle], options: ServeOptions, on_ready: Calla
         exit_timeout_secs=5,
     )
     batcher = DynamicBatcher(max_queue_delay_microseconds=options.queue_delay_us) if options.batching else None
-    signal.signal(signal.SIGTERM, _interrupt)  # Triton.serve stops cleanly on KeyboardInterrupt
+    _check_ports_free(options)
+    asked_to_stop = threading.Event()
+
+    def interrupt(signum, frame) -> None:
+        asked_to_stop.set()
+        raise KeyboardInterrupt  # Triton.serve stops cleanly on it
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     triton = Triton(config=config)
     try:
         for s in served:
@@ -137,6 +147,23 @@ def serve(served: Sequence[ServedBundle], options: ServeOptions, on_ready: Calla
         pass
     finally:
         triton.stop()
+    if not asked_to_stop.is_set():
+        raise BackendError("Triton Inference Server stopped by itself (its log above says why)")
+
+
+def _check_ports_free(options: ServeOptions) -> None:
+    """A port another process listens on makes Triton exit at start, and PyTriton then waits two minutes for
+    it: say so at once instead."""
+    for what, port in (("HTTP", options.http_port), ("gRPC", options.grpc_port), ("metrics", options.metrics_port)):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((options.host, port))
+            except OSError as exc:
+                raise InputError(
+                    f"cannot listen on {options.host}:{port} for {what} ({exc.strerror}): another server holds it, "
+                    f"or pick another with --{what.lower()}-port"
+                ) from None
 
 
 def _infer_function(served: ServedBundle):
@@ -144,10 +171,6 @@ def _infer_function(served: ServedBundle):
         return served.infer(inputs[INPUT])
 
     return infer
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _library_first_for_triton() -> None:

@@ -181,3 +181,17 @@ def test_server_killed_mid_stream(bundle_dir, tmp_path):
     assert [r["seq"] for r in records] == list(range(len(records)))
     end = records[-1]
     assert end["type"] == "stream_end" and end["unreachable_frames"] == stats.unreachable_frames
+
+
+def test_a_port_in_use_is_one_clear_error(bundle_dir, tmp_path):
+    """Triton would exit at start and PyTriton wait two minutes for it; serve says so at once, exit 2."""
+    import socket
+
+    server = ServeProcess([bundle_dir], tmp_path / "serve.log", LOCAL)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", server.grpc_port))
+        holder.listen()
+        with pytest.raises(RuntimeError, match="exited with 2"):
+            server.start(timeout_s=60)
+    log = server.log.read_text()
+    assert f"cannot listen on 127.0.0.1:{server.grpc_port} for gRPC" in log and "Traceback" not in log
