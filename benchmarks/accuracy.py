@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_anomaly.benchmarks.report import command_line, write_report
-from edge_anomaly.bundle_format import FEATURE_NORMS
+from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
 from edge_anomaly.placement import DEFAULT_LAYOUT, LAYOUTS
 from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
     parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
     parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
-    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage")
+    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=DEFAULT_FEATURE_NORM)
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain memory bank runs")
     parser.add_argument(
         "--zero-shot-references", type=int, default=MAX_REFERENCES, help="with --shots 0: others each image is "

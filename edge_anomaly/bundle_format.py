@@ -29,6 +29,7 @@ REQUIRED_ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK)
 
 # How the encoder scales each stage's features (manifest ``encoder.feature_norm``): L2 per stage, or raw.
 FEATURE_NORMS = ("stage", "none")
+DEFAULT_FEATURE_NORM = "stage"
 
 # Graph input and output names, shared by the exporter and every backend.
 ENCODER_INPUT = "image"

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .bundle_format import FEATURE_NORMS
+from .bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
 from .errors import EdgeAnomalyError, InputError
 from .placement import DEFAULT_LAYOUT, LAYOUTS
 from .settling import MIN_SETTLE_FRAMES
@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
-    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage", help=FEATURE_NORM_HELP)
+    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default=DEFAULT_FEATURE_NORM, help=FEATURE_NORM_HELP)
     p.add_argument("--out", type=Path, required=True, help="bundle directory to create")
     p.add_argument("--tar", action="store_true", help="also write OUT.tar.gz")
     p.add_argument("--sign", type=Path, metavar="KEY", help="sign the manifest with this Ed25519 private key (PEM)")
@@ -275,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION, help=AUGMENT_HELP)
     p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT, help=LAYOUT_HELP)
     p.add_argument("--head-weight", type=float, default=None, help=HEAD_HELP)
-    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default="stage", help=FEATURE_NORM_HELP)
+    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default=DEFAULT_FEATURE_NORM, help=FEATURE_NORM_HELP)
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the report here")
     p.set_defaults(run=_eval)

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import metrics
+from .bundle_format import DEFAULT_FEATURE_NORM
 from .errors import InputError
 from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
@@ -79,7 +80,7 @@ def evaluate_category(
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
     layout: str = DEFAULT_LAYOUT,
-    feature_norm: str = "stage",
+    feature_norm: str = DEFAULT_FEATURE_NORM,
     zero_shot_references: int | None = MAX_REFERENCES,
 ) -> dict:
     """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.

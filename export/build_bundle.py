@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edge_anomaly import __version__
 from edge_anomaly.bundle import Bundle, open_bundle
+from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM
 from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
 from edge_anomaly.images import list_images, read_image
@@ -51,7 +52,7 @@ def build_bundle(
     augmentation: str = DEFAULT_AUGMENTATION,
     head_weight: float | None = None,
     layout: str = DEFAULT_LAYOUT,
-    feature_norm: str = "stage",
+    feature_norm: str = DEFAULT_FEATURE_NORM,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
     ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default).

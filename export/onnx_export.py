@@ -59,7 +59,7 @@ def build_graphs(
     image_size: int = 256,
     stages: tuple[int, ...] = DEFAULT_STAGES,
     head_weight: float | None = None,
-    feature_norm: str = "stage",
+    feature_norm: str = fmt.DEFAULT_FEATURE_NORM,
 ) -> DetectorGraphs:
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 

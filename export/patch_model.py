@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_anomaly.bundle_format import FEATURE_NORMS
+from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
 from edge_anomaly.placement import PLACE_COLUMNS
 
 from .efficientnet_lite import EfficientNetLite
@@ -36,7 +36,9 @@ class PatchEncoder(nn.Module):
     finest stage's stride.
     """
 
-    def __init__(self, backbone: EfficientNetLite, stages: tuple[int, ...], feature_norm: str = "stage") -> None:
+    def __init__(
+        self, backbone: EfficientNetLite, stages: tuple[int, ...], feature_norm: str = DEFAULT_FEATURE_NORM
+    ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
