@@ -192,9 +192,7 @@ class StreamRunner:
             self._skip(frame, str(exc))
             return
         except InferenceError as exc:
-            self.stats.failed_frames += 1
-            if self.stats.failed_frames <= 10 or self.stats.failed_frames % 1000 == 0:
-                log.error("frame %d not inspected (%d so far): %s", frame.id, self.stats.failed_frames, exc)
+            self._no_decision(frame, "failed_frames", exc, "not inspected")
             return
         except BackendUnavailable as exc:
             self._unreachable(frame, exc)
@@ -231,15 +229,19 @@ class StreamRunner:
     def _unreachable(self, frame: Frame, exc: BackendUnavailable) -> None:
         """Count a frame the remote backend did not answer for; the backend itself backs off between tries,
         so the camera and the event log go on while it is away."""
-        self.stats.unreachable_frames += 1
-        if self.stats.unreachable_frames <= 10 or self.stats.unreachable_frames % 1000 == 0:
-            log.error("frame %d not inspected (%d so far): %s", frame.id, self.stats.unreachable_frames, exc)
+        self._no_decision(frame, "unreachable_frames", exc, "not inspected")
 
     def _skip(self, frame: Frame, why: str | None) -> None:
-        """Count a bad frame; log the first few and then every 1000th, so months of them never flood the log."""
-        self.stats.bad_frames += 1
-        if self.stats.bad_frames <= 10 or self.stats.bad_frames % 1000 == 0:
-            log.warning("frame %d skipped (%d bad so far): %s", frame.id, self.stats.bad_frames, why)
+        """Count a bad frame (unreadable, or refused by the inspector)."""
+        self._no_decision(frame, "bad_frames", why, "skipped", logging.WARNING)
+
+    def _no_decision(self, frame: Frame, counter: str, why, what: str, level: int = logging.ERROR) -> None:
+        """Add a frame that got no decision to ``stats.<counter>``; log the first few of each kind and then
+        every 1000th, so months of them never flood the log."""
+        count = getattr(self.stats, counter) + 1
+        setattr(self.stats, counter, count)
+        if count <= 10 or count % 1000 == 0:
+            log.log(level, "frame %d %s (%d %s so far): %s", frame.id, what, count, counter.replace("_", " "), why)
 
     def _close(self, event: OpenEvent, frame_id: int, reason: str) -> Iterator[StreamEvent]:
         best_frame, best = event.best
