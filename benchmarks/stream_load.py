@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,14 +59,12 @@ def paced(frames: list[np.ndarray], fps: float):
 def watched_page(profile: Path, niceness: int = 0):
     """The live page on a free loopback port with headless Chromium polling it, for as long as the block runs."""
     from edge_anomaly.runtime.live_page import LivePage
+    from edge_anomaly.runtime.serve_process import free_port
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("--browser needs chromium (apt-get install chromium)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    page = LivePage("127.0.0.1", port)
+    page = LivePage("127.0.0.1", free_port())
     browser = subprocess.Popen(
         [*(["nice", "-n", str(niceness)] if niceness else []), chromium, "--headless", "--no-sandbox",
          "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -18,6 +18,7 @@ import pytest
 
 from edge_anomaly.runtime.gate import EventGate
 from edge_anomaly.runtime.live_page import LivePage
+from edge_anomaly.runtime.serve_process import free_port
 from edge_anomaly.runtime.sources import IterableSource
 from edge_anomaly.synthetic import defect_line
 
@@ -26,14 +27,6 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -51,7 +44,7 @@ def defect_frames():
 
 
 def test_the_page_serves_status_events_and_images_behind_its_token(inspector, defect_frames, tmp_path):
-    page = LivePage("127.0.0.1", _free_port(), token="s3cret")
+    page = LivePage("127.0.0.1", free_port(), token="s3cret")
     base = page.url.split("?")[0]
     runner = inspector.stream(
         IterableSource(defect_frames),
@@ -103,7 +96,7 @@ def test_a_browser_sees_the_decision_and_a_live_image_that_updates(bundle_dir, d
     for i in range(4000):
         writer.write(defect_frames[i % 20])
     writer.release()
-    port = _free_port()
+    port = free_port()
     run = subprocess.Popen(
         [sys.executable, "-m", "edge_anomaly.cli", "run", str(bundle_dir), "--source", str(video), "--quiet",
          "--http", f"127.0.0.1:{port}"],
