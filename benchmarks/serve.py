@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_anomaly import Inspector
     from edge_anomaly.export.build_bundle import build_bundle
-    from edge_anomaly.runtime.bench import machine
+    from edge_anomaly.runtime.bench import machine, time_inspect
     from edge_anomaly.runtime.serve_process import ServeProcess
     from edge_anomaly.synthetic import defect_line, generate_category
 
@@ -89,15 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         normal = data / "train" / "good"
         bundle = build_bundle(normal, Path(work) / "fabric", object_name="fabric panel")
         with Inspector.load(bundle.root, backend=args.backend, llm="none") as local:
-            for f in frames[:5]:
-                local.inspect(f)
-            t0 = time.perf_counter()
-            local_latency = []
-            for i in range(args.frames):
-                t1 = time.perf_counter()
-                local.inspect(frames[i % len(frames)])
-                local_latency.append((time.perf_counter() - t1) * 1000.0)
-            baseline = {"fps": args.frames / (time.perf_counter() - t0), "latency_ms": percentiles(local_latency)}
+            timed = [frames[i % len(frames)] for i in range(5 + args.frames)]
+            local_run = time_inspect({"local": local}, timed, warmup=5, rounds=1)["local"]
+            baseline = {"fps": local_run["frames_per_second"], "latency_ms": local_run["latency_ms"]["total"]}
         batching_on = ["--max-batch", str(args.max_batch), "--queue-delay-us", str(args.queue_delay_us)]
         for batching, options in (("dynamic", batching_on), ("off", ["--no-batching"])):
             log = Path(work) / f"serve-{batching}.log"
