@@ -68,6 +68,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "edge_anomaly",
+        "edge_anomaly.cli",
         "edge_anomaly.export",
         "edge_anomaly.runtime",
         "edge_anomaly.benchmarks",

@@ -21,15 +21,14 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edge_anomaly.benchmarks.report import command_line, write_report
-from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
+from edge_anomaly.cli.parsing import add_fit_arguments, fit_options
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
-from edge_anomaly.placement import DEFAULT_LAYOUT, LAYOUTS
-from edge_anomaly.shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 from edge_anomaly.zero_shot import MAX_REFERENCES
 
 PLAIN_BANK = {"augmentation": "none", "head_weight": 0.0, "layout": "free", "feature_norm": "none"}
@@ -91,12 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--encoder", default="lite0")
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENTATION)
-    parser.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT)
-    parser.add_argument("--head-weight", type=float, default=None, help="text-free head's share (0: off)")
-    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=DEFAULT_FEATURE_NORM)
+    add_fit_arguments(parser, seed=False)  # the same flags and defaults as export and eval
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain memory bank runs")
     parser.add_argument(
         "--zero-shot-references", type=int, default=MAX_REFERENCES, help="with --shots 0: others each image is "
@@ -109,27 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     categories = sorted(p for p in args.root.iterdir() if is_category(p))
     if not categories:
         parser.error(f"{args.root} holds no MVTec-layout category")
-    options = {"augmentation": args.augment, "layout": args.layout, "head_weight": args.head_weight,
-               "feature_norm": args.feature_norm}  # fmt: skip
+    chosen = fit_options(args, seed=0)
     overlay_dir = Path(tempfile.mkdtemp(prefix="edge-anomaly-overlays-"))
     runs, baseline = [], []
     for shots in args.shots:
         for seed in args.seeds:
             for category in categories:
                 overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
-                common = (category, shots, seed, args.image_size, args.encoder)
+                options = replace(chosen, seed=seed)
                 zero = {"zero_shot_references": args.zero_shot_references or None}
-                runs.append(evaluate_category(*common, progress=False, overlays=overlays, **options, **zero))
+                runs.append(evaluate_category(category, shots, options, progress=False, overlays=overlays, **zero))
                 line = {k: runs[-1][k] for k in ("category", "shots", "seed", *TABLE)}
                 if not args.no_baseline:
-                    baseline.append(evaluate_category(*common, progress=False, **PLAIN_BANK, **zero))
+                    plain = replace(options, **PLAIN_BANK)
+                    baseline.append(evaluate_category(category, shots, plain, progress=False, **zero))
                     line["plain"] = {k: round(baseline[-1][k], 4) for k in TABLE}
                 print(json.dumps(line), flush=True)
     summary = summarise(runs, baseline, args.shots)
     report = {
         "command": command_line("edge_anomaly.benchmarks.accuracy", argv),
         "root": str(args.root),
-        "options": options,
+        "options": {k: v for k, v in chosen.to_json().items() if k != "seed"},
         "plain_bank_options": None if args.no_baseline else PLAIN_BANK,
         "seeds": args.seeds,
         **summary,

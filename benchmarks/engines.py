@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from edge_anomaly.benchmarks.report import command_line, write_report
+from edge_anomaly.manifest import as_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,16 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
     from edge_anomaly.images import list_images
     from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
     from edge_anomaly.samples import SAMPLES_DIR
 
     with tempfile.TemporaryDirectory(prefix="edge-anomaly-engines-") as work:
         root = Path(work) / "bundle"
-        build_bundle(list_images(SAMPLES_DIR / "train"), root, image_size=args.image_size)
+        build_bundle(list_images(SAMPLES_DIR / "train"), root, options=FitOptions(image_size=args.image_size))
         for precision in args.precisions:
             bundle = build_engines(root, args.flavour, EngineOptions(precision=precision))
-        engines = bundle.manifest["engines"]
+        engines = [as_json(e) for e in bundle.manifest.engines]
     keep = ("file", "graph", "precision", "tensorrt_version", "bytes", "build_seconds", "compute_capabilities")
     report = {
         "command": command_line("edge_anomaly.benchmarks.engines", argv),

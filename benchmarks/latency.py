@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
+from edge_anomaly.manifest import as_json
 from edge_anomaly.runtime.bench import machine, time_inspect
 
 DISTINCT_FRAMES = 20  # 10% of them carry a defect
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "image_size": size,
             "shots": shots,
-            "text_free_head": inspectors[(size, shots, head)].bundle.manifest["decoder"].get("text_free_head"),
+            "text_free_head": as_json(inspectors[(size, shots, head)].bundle.manifest.decoder.text_free_head),
             "runtime_peak_rss_mb": rss[(size, shots, head)],
             **timings[(size, shots, head)],
         }

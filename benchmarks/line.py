@@ -51,6 +51,7 @@ def rates(decisions: list[bool], labels: list[bool]) -> dict[str, float | int | 
 
 def run_line(category: Path, work: Path, args: argparse.Namespace, seed: int) -> dict:
     from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
 
     rng = np.random.default_rng(seed)
     train = list_images(category / "train" / "good")
@@ -59,7 +60,9 @@ def run_line(category: Path, work: Path, args: argparse.Namespace, seed: int) ->
     shot_dir.mkdir()
     for i, shot in enumerate(shots):
         (shot_dir / f"{i:02d}{shot.suffix}").symlink_to(shot.resolve())
-    bundle = build_bundle(shot_dir, work / f"{category.name}-{seed}", len(shots), args.image_size, category.name)
+    bundle = build_bundle(
+        shot_dir, work / f"{category.name}-{seed}", len(shots), category.name, FitOptions(image_size=args.image_size)
+    )
     inspector = Inspector(bundle, "onnxruntime-cpu", llm="none")
     # Zero-shot: the bundle gives the graphs only, its shot is replaced by the frames the line gives.
     given = shots if args.shots else []

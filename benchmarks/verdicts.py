@@ -29,14 +29,14 @@ import numpy as np
 
 from edge_anomaly.benchmarks.report import command_line, percentiles, write_report
 from edge_anomaly.findings import grid_location
-from edge_anomaly.grounding import check
+from edge_anomaly.grounding import disagreements
 
 _DECISION = ("does not report", "claims a defect", "calls an anomalous", "puts the score", "places something")
 
 
 def agreement(text: str, result) -> dict[str, bool]:
     """Which parts of a verdict agree with the finding."""
-    problems = check(text, result)
+    problems = disagreements(text, result)
     return {
         "decision": not any(p.startswith(_DECISION) for p in problems),
         "location": not any("places the defect" in p or "does not say where" in p for p in problems),
@@ -57,6 +57,7 @@ def mask_cell(mask_path: Path) -> str:
 def synthetic_findings(work: Path, per_category: int, size: int) -> list[tuple]:
     from edge_anomaly import Inspector
     from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
     from edge_anomaly.images import list_images
     from edge_anomaly.synthetic import TEXTURES, generate_dataset
 
@@ -67,7 +68,7 @@ def synthetic_findings(work: Path, per_category: int, size: int) -> list[tuple]:
     findings = []
     for root in roots:
         name = root.name if root.name != "fabric" else "fabric panel"
-        bundle = build_bundle(root / "train" / "good", work / f"b-{root.name}", image_size=size, object_name=name)
+        bundle = build_bundle(root / "train" / "good", work / f"b-{root.name}", None, name, FitOptions(image_size=size))
         insp = Inspector(bundle, backend="onnxruntime-cpu", llm="none")
         images = [p for d in sorted((root / "test").iterdir()) for p in list_images(d)]
         findings += [(r, path.parent.name != "good", None) for r, path in zip(insp.inspect(images), images)]
@@ -78,6 +79,7 @@ def real_findings(work: Path, root: Path, per_category: int, size: int) -> list[
     from edge_anomaly import Inspector
     from edge_anomaly.evaluation import load_test_set
     from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
 
     findings = []
     for category in sorted(p for p in root.iterdir() if (p / "test").is_dir()):
@@ -85,8 +87,8 @@ def real_findings(work: Path, root: Path, per_category: int, size: int) -> list[
             category / "train" / "good",
             work / f"b-{category.name}",
             shots=4,
-            image_size=size,
             object_name=category.name.replace("_", " "),
+            options=FitOptions(image_size=size),
         )
         insp = Inspector(bundle, backend="onnxruntime-cpu", llm="none")
         items = load_test_set(category)
@@ -141,7 +143,27 @@ def run_model(model, findings: list[tuple]) -> dict:
             "flagged_defective_images": len(with_cell),
             "guarded_verdict_names_the_true_cell": round(float(np.mean([r["true_cell_hit"] for r in with_cell])), 4),
         }
-    return report | model.measure_speed()
+    return report | measure_speed(model.llama)
+
+
+def measure_speed(llama, prompt_tokens: int = 160, generated_tokens: int = 48) -> dict[str, float]:
+    """Prompt-evaluation and generation tokens/s of a llama.cpp model on this machine, from a fresh context."""
+    prompt = llama.tokenize(("Inspection reports. " * prompt_tokens).encode())[:prompt_tokens]
+    llama.reset()
+    start = time.perf_counter()
+    llama.eval(prompt)
+    prompt_s = time.perf_counter() - start
+    start, count = time.perf_counter(), 0
+    for _ in llama.generate(prompt, temp=0.0, reset=False):
+        count += 1
+        if count == generated_tokens:
+            break
+    gen_s = time.perf_counter() - start
+    llama.reset()
+    return {
+        "prompt_tokens_per_s": round(len(prompt) / prompt_s, 1),
+        "generation_tokens_per_s": round(count / gen_s, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edge_anomaly.evaluation import evaluate_category
+    from edge_anomaly.fit_options import FitOptions
     from edge_anomaly.runtime.bench import machine
     from edge_anomaly.synthetic import generate_category
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode, references in modes:
                 start = time.perf_counter()
                 report = evaluate_category(
-                    category, 0, image_size=size, progress=False, zero_shot_references=references
+                    category, 0, FitOptions(image_size=size), progress=False, zero_shot_references=references
                 )
                 seconds = time.perf_counter() - start
                 runs.append({"images": count, "mode": mode, "references": references, "seconds": round(seconds, 1),

@@ -14,8 +14,8 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
 from .bundle import Bundle, open_bundle
 from .errors import BackendError, BundleError, EdgeAnomalyError, InputError
-from .findings import Region
-from .inspector import InspectionResult, Inspector
+from .inspector import Inspector
+from .result import InspectionResult, Region
 
 __all__ = [
     "BackendError",

@@ -28,15 +28,14 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import bundle_format as fmt
 from .errors import BundleError
-from .manifest import check_manifest
+from .manifest import FileEntry, Manifest
 from .placement import PLACE_COLUMNS, check_rows
 from .signing import KeyLike
 
@@ -54,33 +53,33 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A bundle that passed every check; ``manifest`` is the parsed ``manifest.json``. ``signed_by``: the
+    """A bundle that passed every check; ``manifest`` is its checked ``manifest.json``. ``signed_by``: the
     fingerprint of the trusted key that signed it, when trusted keys were asked for."""
 
     root: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     signed_by: str | None = None
     unpacked: tempfile.TemporaryDirectory | None = field(default=None, repr=False, compare=False)
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["threshold"]["value"])
+        return self.manifest.threshold.value
 
     @property
     def input_size(self) -> int:
-        return int(self.manifest["input"]["size"])
+        return self.manifest.input.size
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(self.manifest["input"]["mean"])
+        return self.manifest.input.mean
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(self.manifest["input"]["std"])
+        return self.manifest.input.std
 
     @property
     def object_name(self) -> str:
-        return str(self.manifest["object"])
+        return self.manifest.object
 
     def path_of(self, role: str) -> Path:
         """The single file of ``role`` (encoder, decoder, memory bank)."""
@@ -90,7 +89,7 @@ class Bundle:
         return names[0]
 
     def files_of(self, role: str) -> list[Path]:
-        return sorted(self.root / n for n, e in self.manifest["files"].items() if e["role"] == role)
+        return sorted(self.root / n for n, e in self.manifest.files.items() if e.role == role)
 
     @property
     def digest(self) -> str:
@@ -133,20 +132,22 @@ def open_bundle(path: str | Path, trusted_keys: Sequence[KeyLike] | None = None)
     return bundle
 
 
-def seal_bundle(root: Path, manifest: dict[str, Any], roles: dict[str, str]) -> Bundle:
+def seal_bundle(root: Path, manifest: Manifest, roles: dict[str, str]) -> Bundle:
     """Hash the files named in ``roles`` (relative path -> role), write and seal the manifest, and verify the
-    result. A signature of an earlier manifest no longer holds and is removed: sign after the last change."""
+    result. Every file a section names must be among them, with its role. A signature of an earlier manifest
+    no longer holds and is removed: sign after the last change."""
     for name, role in roles.items():
         if role not in fmt.ROLES:
             raise ValueError(f"unknown role {role!r} for {name}")
-    manifest = dict(manifest)
-    manifest["format"] = fmt.FORMAT_NAME
-    manifest["format_version"] = fmt.FORMAT_VERSION
-    manifest["files"] = {
-        name: {"role": role, "sha256": sha256_file(root / name), "bytes": (root / name).stat().st_size}
+    for name, role in manifest.named_files().items():
+        if roles.get(name) != role:
+            raise ValueError(f"the manifest names {name!r} as a {role} file, and it is not among the bundle's files")
+    files = {
+        name: FileEntry(role, sha256_file(root / name), (root / name).stat().st_size)
         for name, role in sorted(roles.items())
     }
-    text = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    document = replace(manifest, files=files).to_json()
+    text = (json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
     (root / fmt.MANIFEST).write_bytes(text)
     (root / fmt.MANIFEST_SEAL).write_text(hashlib.sha256(text).hexdigest() + "\n")
     (root / fmt.MANIFEST_SIGNATURE).unlink(missing_ok=True)
@@ -167,7 +168,7 @@ def sign_bundle(root: Path, private_key: Path) -> Path:
 def write_tar(bundle: Bundle, out: Path) -> Path:
     """Pack a bundle directory into one ``.tar.gz`` for shipping to the edge box."""
     with tarfile.open(out, "w:gz") as tar:
-        for name in [*SEAL_FILES, *bundle.manifest["files"]]:
+        for name in [*SEAL_FILES, *bundle.manifest.files]:
             if (bundle.root / name).is_file():
                 tar.add(bundle.root / name, arcname=name)
     return out
@@ -217,7 +218,7 @@ def _check_members(path: Path, tar: tarfile.TarFile) -> None:
             raise BundleError(f"bundle {path}: {name} is {member.size} bytes, the manifest lists {sizes[name]}")
 
 
-def _read_manifest(root: Path, keys: list | None) -> tuple[dict[str, Any], str | None]:
+def _read_manifest(root: Path, keys: list | None) -> tuple[Manifest, str | None]:
     manifest_path = root / fmt.MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{root}: no {fmt.MANIFEST}; not a bundle")
@@ -245,8 +246,7 @@ def _read_manifest(root: Path, keys: list | None) -> tuple[dict[str, Any], str |
         signature_path = root / fmt.MANIFEST_SIGNATURE
         signature = signature_path.read_bytes() if signature_path.is_file() else None
         signed_by = verify(text, signature, keys, str(manifest_path))
-    check_manifest(manifest, str(manifest_path))
-    return manifest, signed_by
+    return Manifest.from_json(manifest, str(manifest_path)), signed_by
 
 
 def _check_seal(root: Path, text: bytes) -> None:
@@ -261,9 +261,9 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _check_files(root: Path, manifest: dict[str, Any]) -> None:
-    files = manifest["files"]
-    roles = {entry.get("role") for entry in files.values()}
+def _check_files(root: Path, manifest: Manifest) -> None:
+    files = manifest.files
+    roles = {entry.role for entry in files.values()}
     for role in fmt.REQUIRED_ROLES:
         if role not in roles:
             raise BundleError(f"{root / fmt.MANIFEST}: lists no {role} file")
@@ -275,7 +275,7 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"{root / fmt.MANIFEST}: lists {name!r}, which only the seal may use")
         if not target.is_file():
             raise BundleError(f"{root / name}: listed in the manifest but missing")
-        if sha256_file(target) != entry.get("sha256"):
+        if sha256_file(target) != entry.sha256:
             raise BundleError(f"{root / name}: sha256 does not match the manifest (corrupt or tampered)")
     listed = {Path(n) for n in files} | {Path(n) for n in SEAL_FILES}
     for found in root.rglob("*"):
@@ -283,19 +283,19 @@ def _check_files(root: Path, manifest: dict[str, Any]) -> None:
             raise BundleError(f"{found}: not listed in the manifest; refusing an altered bundle")
 
 
-def _load_memory_bank(path: Path, manifest: dict[str, Any]) -> np.ndarray:
+def _load_memory_bank(path: Path, manifest: Manifest) -> np.ndarray:
     try:
         bank = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise BundleError(f"{path}: not a plain numpy array ({exc})") from None
-    expected = (int(manifest["memory_bank"]["size"]), int(manifest["encoder"]["feature_dim"]) + PLACE_COLUMNS)
+    expected = (manifest.memory_bank.size, manifest.encoder.feature_dim + PLACE_COLUMNS)
     if bank.dtype != np.float32 or bank.shape != expected:
         raise BundleError(f"{path}: expected float32 {expected}, found {bank.dtype} {bank.shape}")
     features = bank[:, : expected[1] - PLACE_COLUMNS]
     if not np.isfinite(features).all():
         raise BundleError(f"{path}: {int((~np.isfinite(features)).any(axis=1).sum())} rows hold non-finite features")
     try:
-        check_rows(bank, tuple(manifest["encoder"]["grid"]))
+        check_rows(bank, manifest.encoder.grid)
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}") from None
     return bank

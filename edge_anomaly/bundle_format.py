@@ -6,7 +6,8 @@ refuses any bundle whose files disagree with it.
 """
 
 FORMAT_NAME = "edge-anomaly-bundle"
-FORMAT_VERSION = 3  # 2: bank rows carry place and reach (placement); 3: the manifest is sealed
+FORMAT_VERSION = 4  # 2: bank rows carry place and reach (placement); 3: the manifest is sealed; 4: typed
+# sections (``manifest``) with the fit options stored once in ``fit``
 
 MANIFEST = "manifest.json"
 MANIFEST_SEAL = "manifest.sha256"  # sha256 of manifest.json: an edited manifest is refused

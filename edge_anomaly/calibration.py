@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-MARGIN = 1.0
+from .manifest import NormalScores, ThresholdSection
+
 OUTLIER_Z = 3.0  # robust standard deviations above the median, for scores that may hold a few defects
 # Quarters of at most this many shots are held out. Past 4 shots each held-out bank needs its own coreset
 # (about 14 s on 2 cores at 30 shots), and 16 held-out quarters already sample the normal variation.
@@ -47,26 +48,16 @@ MergeParts = Callable[[list[np.ndarray]], np.ndarray]  # parts of a bank -> the 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The calibrated threshold and the evidence it rests on (written to the manifest)."""
+    """The calibrated threshold and the evidence it rests on (the manifest's ``threshold`` section)."""
 
     threshold: float
     normal_scores: list[float] = field(repr=False)
     method: str
-    margin: float = MARGIN
 
-    def to_manifest(self) -> dict:
+    def to_section(self) -> ThresholdSection:
         scores = np.asarray(self.normal_scores)
-        return {
-            "value": self.threshold,
-            "method": self.method,
-            "margin": self.margin,
-            "normal_scores": {
-                "count": int(scores.size),
-                "max": float(scores.max()),
-                "mean": float(scores.mean()),
-                "std": float(scores.std()),
-            },
-        }
+        summary = NormalScores(int(scores.size), float(scores.max()), float(scores.mean()), float(scores.std()))
+        return ThresholdSection(float(self.threshold), self.method, summary)
 
 
 def calibrate_held_out_quarters(
@@ -99,7 +90,7 @@ def calibrate_held_out_quarters(
             h, w = score_map.shape[0] // 2, score_map.shape[1] // 2
             top, left = (q // 2) * h, (q % 2) * w
             scores.append(float(score_map[top : top + h, left : left + w].max()))
-    return Calibration(max(scores) * MARGIN, scores, METHOD)
+    return Calibration(max(scores), scores, METHOD)
 
 
 def outlier_threshold(scores: Sequence[float]) -> float:

@@ -24,13 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from . import metrics
-from .bundle_format import DEFAULT_FEATURE_NORM
 from .errors import InputError
+from .fit_options import DEFAULT_FIT, FitOptions
 from .images import IMAGE_SUFFIXES, list_images
 from .inspector import Inspector
+from .manifest import as_json
 from .overlay import save_overlay
-from .placement import DEFAULT_LAYOUT
-from .shot_views import DEFAULT_AUGMENTATION
 from .zero_shot import MAX_REFERENCES, mutual_results
 
 METRIC_SIDE = 256
@@ -71,19 +70,14 @@ def load_test_set(category: Path) -> list[LabelledImage]:
 def evaluate_category(
     category: Path,
     shots: int,
-    seed: int = 0,
-    image_size: int = 256,
-    encoder: str = "lite0",
+    options: FitOptions = DEFAULT_FIT,
     backend: str = "auto",
     progress: bool = True,
     overlays: Path | None = None,
-    augmentation: str = DEFAULT_AUGMENTATION,
-    head_weight: float | None = None,
-    layout: str = DEFAULT_LAYOUT,
-    feature_norm: str = DEFAULT_FEATURE_NORM,
     zero_shot_references: int | None = MAX_REFERENCES,
 ) -> dict:
-    """Build a K-shot bundle for ``category`` and score its test set; returns the metrics report.
+    """Build a K-shot bundle for ``category`` with ``options`` (its seed draws the shots) and score its test
+    set; returns the metrics report.
 
     ``overlays``: write heatmap overlays of the first 3 normal and 3 anomalous test images there."""
     from edge_anomaly.export.build_bundle import build_bundle
@@ -103,21 +97,15 @@ def evaluate_category(
             category / "train" / "good",
             Path(work) / "bundle",
             max(shots, 1),  # zero-shot uses only the bundle's graphs
-            image_size,
             category.name,
-            encoder,
-            seed=seed,
-            augmentation=augmentation,
-            head_weight=head_weight,
-            layout=layout,
-            feature_norm=feature_norm,
+            options,
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
         labels, scores, decisions, masks, maps, thresholds, rule_scores = [], [], [], [], [], [], []
         shown = {0: 0, 1: 0}
         resized_masks = 0
-        method, picked = bundle.manifest["threshold"]["method"], []
+        method, picked = bundle.manifest.threshold.method, []
         bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
         if shots == 0:
             batch = mutual_results(inspector, [it.path for it in items], references=zero_shot_references)
@@ -152,19 +140,19 @@ def evaluate_category(
     return {
         "category": category.name,
         "shots": shots,
-        "seed": seed,
-        "image_size": image_size,
-        "encoder": encoder,
-        "augmentation": augmentation,
+        "seed": options.seed,
+        "image_size": options.image_size,
+        "encoder": options.encoder,
+        "augmentation": options.augmentation,
         "layout": inspector.layout,  # as applied to the shots, picked or (zero-shot) learnt
         "aligned_share": inspector.aligned_share,
-        "text_free_head": bundle.manifest["decoder"].get("text_free_head"),
+        "text_free_head": as_json(bundle.manifest.decoder.text_free_head),
         "backend": inspector.backend_name,
         "threshold": float(np.median(thresholds)),
         "threshold_method": method,
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
         "zero_shot_references": zero_shot_references if shots == 0 else None,
-        "feature_norm": feature_norm,
+        "feature_norm": options.feature_norm,
         "image_auroc": metrics.image_auroc(labels_a, scores_a),
         "image_auroc_by_rule": {  # the study of image scores (docs/accuracy.md), from the same maps
             rule: metrics.image_auroc(labels_a, np.array([r[rule] for r in rule_scores])) for rule in SCORE_RULES

@@ -19,7 +19,8 @@ from . import bundle_format as fmt
 from .bundle import Bundle, seal_bundle
 from .calibration import Calibration, calibrate_held_out_quarters
 from .errors import InputError
-from .images import preprocess, resize_square
+from .images import Preprocessing, resize_square
+from .manifest import BankSection, Manifest, ThresholdSection
 from .memory_bank import DEFAULT_MAX_SIZE, build_memory_bank
 from .placement import DEFAULT_LAYOUT, EVERYWHERE, PLACE_COLUMNS, REACH, resolve_layout, with_places
 from .shot_views import DEFAULT_AUGMENTATION, bank_limit, patch_sources, resolve_augmentation, shot_views
@@ -28,26 +29,13 @@ ENCODE_BATCH = 8
 
 
 @dataclass(frozen=True)
-class Preprocessing:
-    size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def batch(self, images: list[np.ndarray]) -> np.ndarray:
-        """RGB uint8 images -> ``[B x 3 x size x size]`` float32."""
-        return np.stack([preprocess(im, self.size, self.mean, self.std) for im in images])
-
-
-@dataclass(frozen=True)
 class FewShotFit:
     shots: list[np.ndarray]  # RGB uint8 at the input size
     memory_bank: np.ndarray  # rows: feature, place, reach (``placement``)
     calibration: Calibration
     coreset: bool
-    augmentation: str = "none"  # as applied
-    augmentation_requested: str = "none"  # as asked ("auto" is resolved again when shots are added)
+    augmentation: str = "none"  # as applied (what was asked is in the manifest's ``fit``, decided again on refit)
     layout: str = "free"  # as applied
-    layout_requested: str = "free"
     aligned_share: float | None = None  # the evidence ``auto`` decided on (None with one shot)
 
 
@@ -65,12 +53,12 @@ def fit_normal_shots(
     seed: int = 0,
     augmentation: str = DEFAULT_AUGMENTATION,
     layout: str = DEFAULT_LAYOUT,
-    presumed_normal: np.ndarray | None = None,
+    presumed_features: np.ndarray | None = None,
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
     anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.
 
-    ``presumed_normal``: patch features ``[F x N x D]`` of frames believed normal that are not shots, more
+    ``presumed_features``: patch features ``[F x N x D]`` of frames believed normal that are not shots, more
     evidence for the layout (never in the bank). Zero-shot bootstrapping picks the most typical frames of a
     line as shots, and those tend to share one pose: the 4 most typical screws of the dev set looked
     aligned, the 16 most typical did not."""
@@ -78,7 +66,7 @@ def fit_normal_shots(
         raise InputError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
-    requested_layout, (applied_layout, share) = layout, resolve_layout(layout, plain, presumed_normal)
+    applied_layout, share = resolve_layout(layout, plain, presumed_features)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":
         if requested == "dihedral":
@@ -110,13 +98,27 @@ def fit_normal_shots(
     calibration = calibrate_held_out_quarters(rows, sources, shot_banks, reduce_patches, merge, decode_maps)
     bank = merge(shot_banks)
     coreset = len(bank) < features.shape[0] * features.shape[1] * features.shape[2]
-    return FewShotFit(
-        shots, bank, calibration, coreset, augmentation, requested, applied_layout, requested_layout, share
+    return FewShotFit(shots, bank, calibration, coreset, augmentation, applied_layout, share)
+
+
+def fitted_sections(fit: FewShotFit) -> dict[str, BankSection | ThresholdSection]:
+    """The manifest sections a fit sets (``Manifest(..., **fitted_sections(fit))``)."""
+    bank = BankSection(
+        size=int(fit.memory_bank.shape[0]),
+        shots=len(fit.shots),
+        coreset=fit.coreset,
+        augmentation=fit.augmentation,
+        layout=fit.layout,
+        aligned_share=fit.aligned_share,
+        reach=REACH if fit.layout == "aligned" else None,
+        columns=f"patch feature ({fit.memory_bank.shape[1] - PLACE_COLUMNS}), grid row, grid column, reach",
     )
+    return {"memory_bank": bank, "threshold": fit.calibration.to_section()}
 
 
-def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit, kept: dict[str, str] | None = None) -> Bundle:
-    """Write bank, shots and threshold beside the graphs already in ``root``, then seal the manifest.
+def write_fitted_bundle(root: Path, manifest: Manifest, fit: FewShotFit, kept: dict[str, str] | None = None) -> Bundle:
+    """Write bank and shots beside the graphs already in ``root``, then seal ``manifest`` (whose
+    ``memory_bank`` and ``threshold`` come from ``fitted_sections(fit)``).
     ``kept``: other files already in ``root`` (relative name -> role) that the bundle keeps listing.
 
     Shots are stored at the input size so the edge box can refit when more
@@ -137,18 +139,4 @@ def write_fitted_bundle(root: Path, manifest: dict, fit: FewShotFit, kept: dict[
         if not cv2.imwrite(str(root / name), cv2.cvtColor(shot, cv2.COLOR_RGB2BGR)):
             raise OSError(f"cannot write {root / name}")
         roles[name] = fmt.ROLE_SHOT
-    manifest = dict(manifest)
-    manifest["threshold"] = fit.calibration.to_manifest()
-    manifest["memory_bank"] = {
-        "size": int(fit.memory_bank.shape[0]),
-        "shots": len(fit.shots),
-        "coreset": fit.coreset,
-        "augmentation": fit.augmentation,
-        "augmentation_requested": fit.augmentation_requested,
-        "layout": fit.layout,
-        "layout_requested": fit.layout_requested,
-        "aligned_share": fit.aligned_share,
-        "reach": REACH if fit.layout == "aligned" else None,
-        "columns": f"patch feature ({fit.memory_bank.shape[1] - PLACE_COLUMNS}), grid row, grid column, reach",
-    }
     return seal_bundle(root, manifest, roles)

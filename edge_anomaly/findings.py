@@ -8,10 +8,10 @@ Its place is named on a 3x3 grid in AnomalyGPT's words ("top left", "top",
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
+
+from .result import Region
 
 GRID_WORDS = (
     ("top left", "top", "top right"),
@@ -19,26 +19,6 @@ GRID_WORDS = (
     ("bottom left", "bottom", "bottom right"),
 )
 MAX_REGIONS = 10
-
-
-@dataclass(frozen=True)
-class Region:
-    """One anomalous region; ``box`` is ``(x0, y0, x1, y1)`` in frame pixels, end-exclusive."""
-
-    box: tuple[int, int, int, int]
-    area_fraction: float
-    peak_score: float
-    centroid: tuple[float, float]  # (x, y) as fractions of width and height
-    location: str
-
-    def to_dict(self) -> dict:
-        return {
-            "box": list(self.box),
-            "area_fraction": round(self.area_fraction, 6),
-            "peak_score": round(self.peak_score, 6),
-            "centroid": [round(c, 4) for c in self.centroid],
-            "location": self.location,
-        }
 
 
 def grid_location(x: float, y: float) -> str:

@@ -1,6 +1,6 @@
 """Keeping a language model's verdict true to the decoder's finding.
 
-``facts(result)`` is the finding as the model reads it. ``check(text, result)``
+``facts(result)`` is the finding as the model reads it. ``disagreements(text, result)``
 reads a generated sentence back and lists every way it disagrees with the
 finding: a defect claimed on a passed frame (or the reverse), a defect placed
 in the wrong grid cell (named in English, German, French or Spanish), a number
@@ -13,12 +13,9 @@ empty, and count how often that happens.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from .findings import GRID_WORDS, size_words
-
-if TYPE_CHECKING:
-    from .inspector import InspectionResult
+from .result import InspectionResult
 
 LOCATIONS = sorted((w for row in GRID_WORDS for w in row), key=len, reverse=True)
 # The grid words in the other languages operators ask in; an answer that names a cell in words must name the right one.
@@ -70,7 +67,7 @@ def allowed_numbers(result: InspectionResult) -> set[str]:
     return values
 
 
-def check(text: str, result: InspectionResult) -> list[str]:
+def disagreements(text: str, result: InspectionResult) -> list[str]:
     """Disagreements between a generated verdict and the finding; empty when it is faithful."""
     problems = []
     stripped = _NEGATED.sub(" ", text)
@@ -105,10 +102,10 @@ def check(text: str, result: InspectionResult) -> list[str]:
     return problems
 
 
-def check_answer(text: str, result: InspectionResult) -> list[str]:
-    """``check`` for a follow-up answer: it answers one question, so it may leave out the decision or the
+def answer_disagreements(text: str, result: InspectionResult) -> list[str]:
+    """``disagreements`` for a follow-up answer: it answers one question, so it may leave out the decision or the
     location, but must not contradict either, nor invent numbers."""
-    return [p for p in check(text, result) if p not in ANSWER_MAY_OMIT]
+    return [p for p in disagreements(text, result) if p not in ANSWER_MAY_OMIT]
 
 
 def cells_named(text: str) -> list[str]:

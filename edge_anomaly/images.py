@@ -8,6 +8,7 @@ is refused with a message that says what was expected and what was found.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -110,6 +111,19 @@ def preprocess(rgb: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[f
     resized = resize_square(rgb, size).astype(np.float32) / 255.0
     normalized = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(normalized.transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How frames are brought to the encoder's input: the bundle's size, mean and std."""
+
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def batch(self, images: list[np.ndarray]) -> np.ndarray:
+        """RGB uint8 images -> ``[B x 3 x size x size]`` float32."""
+        return np.stack([preprocess(im, self.size, self.mean, self.std) for im in images])
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -9,14 +9,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -25,63 +23,15 @@ from . import bundle_format as fmt
 from .bundle import Bundle, open_bundle
 from .calibration import Calibration, raise_to_presumed_normal
 from .errors import InferenceError, InputError
-from .few_shot import FewShotFit, Preprocessing, encode_images, fit_normal_shots, write_fitted_bundle
-from .findings import Region, find_regions
-from .images import ImageLike, as_rgb, read_image
-from .verdicts import narrate, template_verdict
+from .few_shot import FewShotFit, encode_images, fit_normal_shots, fitted_sections, write_fitted_bundle
+from .findings import find_regions
+from .images import ImageLike, Preprocessing, as_rgb, read_image
+from .protocols import Narrator
+from .result import InspectionResult
+from .streaming import Streaming
+from .verdicts import Conversation, NarratedVerdict, narrate
 
-
-@dataclass(frozen=True)
-class InspectionResult:
-    """One frame's outcome. ``anomaly_map`` is float32 at the frame's own resolution."""
-
-    score: float
-    threshold: float
-    is_anomalous: bool
-    anomaly_map: np.ndarray = field(repr=False)
-    regions: tuple[Region, ...]
-    object_name: str
-    source: str | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict, repr=False)
-    narrator: Any = field(default=None, repr=False, compare=False)  # the bundle's language model, if any
-    conversation: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
-
-    @property
-    def location(self) -> str:
-        """Grid cell of the strongest region, or ``"none"`` when the frame passed."""
-        return self.regions[0].location if self.is_anomalous and self.regions else "none"
-
-    def verdict(self) -> str:
-        """One sentence for the operator: from the bundle's language model, checked against the
-        finding (template sentence when it disagrees, fails or is missing; ``narrated_verdict`` says which)."""
-        return self.narrated_verdict().text
-
-    def narrated_verdict(self):
-        """The verdict with its source and, when the template stood in, the reason (``verdicts.narrate``)."""
-        return narrate(self.narrator, self)
-
-    def ask(self, question: str) -> str:
-        """A follow-up about this finding; the conversation keeps its last turns."""
-        answer = None
-        if self.narrator is not None:
-            try:
-                answer = self.narrator.ask(self, self.conversation, question)
-            except Exception as exc:  # noqa: BLE001  as for verdicts: the measured facts stand in
-                answer = f"The language model failed ({exc}); what was measured: {template_verdict(self)}"
-        if answer is None:
-            answer = f"This bundle has no language model; what was measured: {template_verdict(self)}"
-        self.conversation.append((question, answer))
-        return answer
-
-    def to_dict(self) -> dict:
-        return {
-            "image": self.source,
-            "score": round(self.score, 6),
-            "threshold": round(self.threshold, 6),
-            "is_anomalous": self.is_anomalous,
-            "location": self.location,
-            "regions": [r.to_dict() for r in self.regions],
-        }
+EDGE_SHOT = "given on the edge box"  # a shot's source in a saved bundle when it was not one of the exported ones
 
 
 @dataclass(frozen=True)
@@ -94,7 +44,7 @@ class EncodedFrames:
     latency_ms: dict[str, float]
 
 
-class Inspector:
+class Inspector(Streaming):
     """A loaded, verified bundle on a backend, ready to inspect frames."""
 
     def __init__(
@@ -116,6 +66,7 @@ class Inspector:
         self._calibration_threshold = bundle.threshold
         self._threshold_override = threshold
         self._shots: list[np.ndarray] | None = None
+        self._shot_sources = bundle.manifest.shot_sources  # the shots' file names at export, or EDGE_SHOT
         self._fit: FewShotFit | None = None
         self.narrator = self._narrator(llm)
 
@@ -141,7 +92,9 @@ class Inspector:
             raise
 
     def close(self) -> None:
-        """Release the bundle's unpacked files (a tarred bundle's temporary folder); the inspector is done."""
+        """Release the backend (sessions, engines, clients) and the bundle's unpacked files (a tarred
+        bundle's temporary folder); the inspector is done. ``with Inspector.load(...) as insp:`` calls it."""
+        self._backend.close()
         self.bundle.close()
 
     def __enter__(self) -> Inspector:
@@ -150,7 +103,20 @@ class Inspector:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _narrator(self, llm: str):
+    def verdict(self, result: InspectionResult) -> str:
+        """One sentence for the operator: from the bundle's language model, checked against the finding
+        (the template sentence when it disagrees, fails or is missing; ``narrated_verdict`` says which)."""
+        return self.narrated_verdict(result).text
+
+    def narrated_verdict(self, result: InspectionResult) -> NarratedVerdict:
+        """The verdict with its source and, when the template stood in, the reason (``verdicts.narrate``)."""
+        return narrate(self.narrator, result)
+
+    def chat(self, result: InspectionResult) -> Conversation:
+        """Follow-up questions about ``result``, answered by the bundle's model and grounded in the finding."""
+        return Conversation(result, self.narrator)
+
+    def _narrator(self, llm: str) -> Narrator | None:
         if llm == "none":
             return None
         from edge_anomaly.runtime.llm_verdicts import LazyVerdictModel
@@ -161,7 +127,8 @@ class Inspector:
         if not models:
             return None
         adapters = self.bundle.files_of(fmt.ROLE_LLM_ADAPTER)
-        style = self.bundle.manifest.get("llm", {}).get("prompt")
+        llm_section = self.bundle.manifest.llm
+        style = llm_section.prompt if llm_section is not None else None
         return LazyVerdictModel(models[0], adapters[0] if adapters else None, style)
 
     @property
@@ -186,7 +153,7 @@ class Inspector:
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("add_normal_shots needs at least one image")
-        return self._refit(self._bundle_shots() + new)
+        return self._refit(self._bundle_shots() + new, (*self._shot_sources, *[EDGE_SHOT] * len(new)))
 
     def _bundle_shots(self) -> list[np.ndarray]:
         if self._shots is None:
@@ -203,18 +170,19 @@ class Inspector:
         new = [as_rgb(im, color_order) for im in images]
         if not new:
             raise InputError("use_normal_shots needs at least one image")
+        sources = (EDGE_SHOT,) * len(new)
         if len(presumed_normal) == 0:
-            return self._refit(new)
+            return self._refit(new, sources)
         presumed = encode_images(self._backend, [as_rgb(im, color_order) for im in presumed_normal], self._prep)
-        self._refit(new, presumed)
+        self._refit(new, sources, presumed)
         return self._raise_to(presumed)
 
     def presume_normal(self, frames: Sequence[ImageLike], color_order: str = "bgr") -> Calibration:
         """Raise the threshold to a robust bound (median + 3 robust standard deviations) of these frames'
         scores: frames of the running line, believed mostly normal but not checked, kept out of the bank.
 
-        Shots give a lenient threshold, the more so the fewer they are; on a simulated line with 10%
-        defects it flagged 21-39% of normal frames at 1-4 shots (``benchmarks/line.py``, docs/accuracy.md).
+        Shots give a lenient threshold, the more so the fewer they are (``benchmarks/line.py``, measured in
+        docs/accuracy.md).
         The first frames of the line, presumed normal, show its real spread; a few defects among them cannot
         drag the robust bound up. The shots are fitted again with the frames as more evidence for the layout
         (``placement``): two plates from one capture look aligned, the line's plates do not, and an aligned
@@ -225,7 +193,7 @@ class Inspector:
         if len(rgbs) < 2:
             raise InputError(f"presume_normal needs at least 2 frames for a spread, got {len(rgbs)}")
         features = encode_images(self._backend, rgbs, self._prep)
-        self._refit(self._bundle_shots(), features)  # deterministic: the same shots and layout give the same fit
+        self._refit(self._bundle_shots(), self._shot_sources, features)  # deterministic: same shots, same fit
         return self._raise_to(features)
 
     def _check_features_local(self, what: str) -> None:
@@ -248,26 +216,28 @@ class Inspector:
     @property
     def layout(self) -> str:
         """Where patches find their match (``placement``): ``aligned`` or ``free``, as the current shots set it."""
-        return self._fit.layout if self._fit is not None else self.bundle.manifest["memory_bank"]["layout"]
+        return self._fit.layout if self._fit is not None else self.bundle.manifest.memory_bank.layout
 
     @property
     def aligned_share(self) -> float | None:
         """The evidence the layout was chosen on (``placement.aligned_share``; None with one shot)."""
         if self._fit is not None:
             return self._fit.aligned_share
-        return self.bundle.manifest["memory_bank"]["aligned_share"]
+        return self.bundle.manifest.memory_bank.aligned_share
 
-    def _refit(self, shots: list[np.ndarray], presumed_normal: np.ndarray | None = None) -> Calibration:
-        """Bank and threshold from ``shots``; ``presumed_normal`` frames' features only add evidence for the
-        layout."""
+    def _refit(
+        self, shots: list[np.ndarray], sources: tuple[str, ...], presumed_features: np.ndarray | None = None
+    ) -> Calibration:
+        """Bank and threshold from ``shots`` (``sources``: where each came from, for the manifest);
+        ``presumed_features``, of frames presumed normal, only add evidence for the layout."""
         self._check_features_local("fitting shots")
-        bank = self.bundle.manifest["memory_bank"]
-        augmentation = bank.get("augmentation_requested", bank.get("augmentation", "none"))
-        layout = bank.get("layout_requested", bank.get("layout", "free"))
+        options = self.bundle.manifest.fit  # as asked at export: "auto" is decided again from these shots
         fit = fit_normal_shots(
-            self._backend, shots, self._prep, augmentation=augmentation, layout=layout, presumed_normal=presumed_normal
-        )
+            self._backend, shots, self._prep, options.max_bank, options.seed, options.augmentation, options.layout,
+            presumed_features,
+        )  # fmt: skip
         self._shots = fit.shots
+        self._shot_sources = sources
         self._memory_bank = fit.memory_bank
         self._calibration_threshold = fit.calibration.threshold
         self._fit = fit
@@ -290,8 +260,7 @@ class Inspector:
                 name = path.relative_to(self.bundle.root).as_posix()
                 shutil.copy2(path, out / name)
                 kept[name] = role
-        manifest = json.loads(json.dumps(self.bundle.manifest))
-        manifest["engines"] = []
+        manifest = replace(self.bundle.manifest, **fitted_sections(fit), engines=(), shot_sources=self._shot_sources)
         return write_fitted_bundle(out, manifest, fit, kept)
 
     def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
@@ -334,15 +303,6 @@ class Inspector:
             for rgb, m, s, source in zip(encoded.rgbs, maps, scores, encoded.sources)
         ]
 
-    def stream(self, source, on_event=None, **options):
-        """Run frames from ``source`` (camera index, device, URL, pipeline, video, folder, glob or a
-        ``FrameSource``) through the detector; returns a runner to iterate or ``.run()``.
-        Options: ``events=`` JSONL path, ``overlays=`` folder, ``speak=``, ``provider=``,
-        ``gate=``, ``max_frames=``, ``verdict_timeout=``, ``queue_size=``."""
-        from edge_anomaly.runtime.stream import stream
-
-        return stream(self, source, on_event, **options)
-
     def finding(
         self,
         rgb: np.ndarray,
@@ -371,5 +331,4 @@ class Inspector:
             object_name=self.bundle.object_name,
             source=str(source) if source is not None else None,
             latency_ms={**(latency or {}), "findings": findings_ms},
-            narrator=self.narrator,
         )

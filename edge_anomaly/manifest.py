@@ -1,31 +1,210 @@
-"""What a manifest must hold before anything in it is trusted: types, ranges, finiteness.
+"""The bundle manifest as typed sections: one ``from_json`` that checks, one ``to_json`` that writes.
 
-The sha256 list proves the files are the ones the manifest names; these checks
-prove the manifest itself says something the runtime can act on. Every key the
-loader reads is checked here, once, with the key's dotted name in the message
-(``memory_bank.size must be a positive integer, found "12"``), so an edited or
-hand-written manifest ends in one clear ``BundleError`` instead of a traceback
-at inspect time or, worse, a silently wrong decision. ``True`` is not a number
-here, and neither is NaN.
+In the manner of gguf-py's ``constants.py`` and its writer: the names live in
+``bundle_format``, the shapes here. Every section is a frozen dataclass, so
+every read in the package is an attribute (``manifest.memory_bank.size``), and
+every write builds sections and hands them to ``bundle.seal_bundle``.
 
->>> check_manifest(json.loads(Path("bundle/manifest.json").read_text()), "bundle/manifest.json")
+``Manifest.from_json`` is where a manifest earns trust: each key's type (``True``
+is not a number here, and neither is NaN), each range that the runtime relies
+on (``input.size`` a multiple of 16, ``encoder.grid`` the grid of that size, a
+non-negative threshold), and that every file a section names (the language
+model, its adapter, each engine) is listed with its role. A failure is one
+``BundleError`` with the key's dotted name (``memory_bank.size must be a whole
+number, found '768'``), never a traceback at inspect time or, worse, a
+silently wrong decision.
+
+>>> manifest = Manifest.from_json(json.loads(Path("bundle/manifest.json").read_text()), "bundle/manifest.json")
+>>> manifest.memory_bank.layout, manifest.fit.augmentation
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from collections.abc import Mapping
+import types
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import bundle_format as fmt
-from .errors import BundleError
+from .errors import BundleError, InputError
+from .fit_options import FitOptions
 
 OBJECT_NAME_MAX = 64
 _OBJECT_NAME = re.compile(r"[\w][\w .,'()/+-]*")  # words, spaces and the punctuation of part names
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 PATCH_STRIDE = 8  # the finest stage the bank's grid lives on (``export.patch_model``)
 MEMORY_BANK_LAYOUTS = ("aligned", "free")
+LLM_PROMPTS = ("tuned", "few-shot")  # ``runtime.verdict_prompts.STYLES``
+
+
+@dataclass(frozen=True)
+class InputSection:
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    color: str = "RGB"
+    layout: str = "NCHW float32"
+    resize: str = "squashed to a square; area averaging when shrinking"
+
+
+@dataclass(frozen=True)
+class EncoderSection:
+    name: str
+    weights_sha256: str
+    stages: tuple[int, ...]
+    strides: tuple[int, ...]
+    feature_dim: int
+    grid: tuple[int, ...]
+    aggregation: str
+    feature_norm: str
+
+
+@dataclass(frozen=True)
+class HeadSection:
+    """The text-free head baked into the decoder graph (``export.head_model``)."""
+
+    weight: float
+    weights_sha256: str
+    method: str
+
+
+@dataclass(frozen=True)
+class DecoderSection:
+    kind: str
+    smoothing_sigma: float
+    score: str
+    text_free_head: HeadSection | None = None
+
+
+@dataclass(frozen=True)
+class OnnxSection:
+    opset: int
+    dynamic_axes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GraphSections:
+    """What the exporter knows of the two graphs before any shot is fitted (``export.onnx_export``)."""
+
+    input: InputSection
+    encoder: EncoderSection
+    decoder: DecoderSection
+    onnx: OnnxSection
+    precision: str = "fp32"
+
+
+@dataclass(frozen=True)
+class BankSection:
+    """The memory bank as fitted: the applied augmentation and layout (``fit`` keeps what was asked)."""
+
+    size: int
+    shots: int
+    coreset: bool
+    augmentation: str
+    layout: str
+    aligned_share: float | None
+    reach: int | None
+    columns: str
+
+
+@dataclass(frozen=True)
+class NormalScores:
+    count: int
+    max: float
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class ThresholdSection:
+    value: float
+    method: str
+    normal_scores: NormalScores
+
+
+@dataclass(frozen=True)
+class LlmSection:
+    file: str
+    source: str
+    quantization: str
+    architecture: str
+    adapter: str | None
+    prompt: str
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """One TensorRT engine (``runtime.tensorrt_engines``); ``profiles``: input name -> [min, opt, max] shapes."""
+
+    file: str
+    graph: str
+    flavour: str
+    tensorrt_version: str
+    precision: str
+    profiles: dict[str, Any]
+    compute_capabilities: tuple[str, ...]
+    gpu: str | None
+    built_on: str
+    build_seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    role: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A whole manifest. ``files`` is filled in by sealing (``bundle.seal_bundle``), from the files on disk."""
+
+    input: InputSection
+    encoder: EncoderSection
+    decoder: DecoderSection
+    onnx: OnnxSection
+    precision: str
+    fit: FitOptions
+    memory_bank: BankSection
+    threshold: ThresholdSection
+    object: str
+    created: str
+    sdk_version: str
+    shot_sources: tuple[str, ...]
+    llm: LlmSection | None = None
+    engines: tuple[EngineEntry, ...] = ()
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, graphs: GraphSections, **sections: Any) -> Manifest:
+        """The graphs' sections plus the rest (``fit``, ``memory_bank``, ``threshold``, ``object``, ...)."""
+        return cls(**{f.name: getattr(graphs, f.name) for f in dataclasses.fields(graphs)}, **sections)
+
+    def named_files(self) -> dict[str, str]:
+        """Every file a section names -> the role it must be listed with."""
+        named = {e.file: fmt.ROLE_ENGINE for e in self.engines}
+        if self.llm is not None:
+            named[self.llm.file] = fmt.ROLE_LLM
+            if self.llm.adapter is not None:
+                named[self.llm.adapter] = fmt.ROLE_LLM_ADAPTER
+        return named
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION, **as_json(self)}
+
+    @classmethod
+    def from_json(cls, document: object, where: str) -> Manifest:
+        """The checked manifest, or ``BundleError`` naming the first key the runtime could not rely on."""
+        if not isinstance(document, dict):
+            raise BundleError(f"{where}: manifest must be an object, found {type(document).__name__}")
+        body = {k: v for k, v in document.items() if k not in ("format", "format_version")}
+        manifest = _read(cls, body, "", where)
+        _check_ranges(manifest, where)
+        return manifest
 
 
 def object_name_problem(name: object) -> str | None:
@@ -46,103 +225,117 @@ def object_name_problem(name: object) -> str | None:
     return None
 
 
-def check_manifest(manifest: object, where: str) -> None:
-    """Raise ``BundleError`` naming the first key of ``manifest`` the runtime could not rely on."""
-    m = _Checker(where)
-    m.section(manifest, "manifest")
-    m.files(manifest.get("files"))
-    size = m.integer(manifest, "input", "size", low=64)
-    if size % 16:
-        m.fail("input.size", f"must be a multiple of 16, found {size}")
-    for key in ("mean", "std"):
-        values = m.numbers(manifest, "input", key, count=3)
-        if key == "std" and min(values) <= 0:
-            m.fail("input.std", f"must be positive, found {values}")
-    m.integer(manifest, "encoder", "feature_dim", low=1)
-    grid = m.numbers(manifest, "encoder", "grid", count=2)
-    expected = [math.ceil(size / PATCH_STRIDE)] * 2
-    if grid != expected:
-        m.fail("encoder.grid", f"must be {expected} for input.size {size}, found {grid}")
-    m.integer(manifest, "memory_bank", "size", low=1)
-    m.integer(manifest, "memory_bank", "shots", low=1)
-    m.choice(manifest, "memory_bank", "layout", MEMORY_BANK_LAYOUTS)
-    share = m.value(manifest, "memory_bank", "aligned_share")
-    if share is not None and not (_is_number(share) and 0.0 <= share <= 1.0):
-        m.fail("memory_bank.aligned_share", f"must be null or a number in [0, 1], found {share!r}")
-    threshold = m.number(manifest, "threshold", "value")
-    if threshold < 0:
-        m.fail("threshold.value", f"must not be negative, found {threshold}")
-    problem = object_name_problem(manifest.get("object"))
-    if problem:
-        m.fail("object", problem)
-    llm = manifest.get("llm")
-    if llm is not None:
-        m.section(llm, "llm")
-        for key in ("file", "prompt"):
-            if not isinstance(llm.get(key), str):
-                m.fail(f"llm.{key}", f"must be text, found {llm.get(key)!r}")
-    engines = manifest.get("engines", [])
-    if not isinstance(engines, list) or not all(isinstance(e, dict) for e in engines):
-        m.fail("engines", "must be a list of objects")
+def as_json(value: Any) -> Any:
+    """A section (or a value in one) as JSON data: what ``to_json`` writes, and what reports quote."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: as_json(v) for k, v in value.items()}
+    return value
 
 
-class _Checker:
-    """Small typed getters that fail with the key's dotted name."""
+def _fail(where: str, key: str, problem: str) -> typing.NoReturn:
+    raise BundleError(f"{where}: {key} {problem}")
 
-    def __init__(self, where: str) -> None:
-        self.where = where
 
-    def fail(self, key: str, problem: str) -> None:
-        raise BundleError(f"{self.where}: {key} {problem}")
+def _read(cls: type, value: object, path: str, where: str) -> Any:
+    """``value`` read as the dataclass ``cls`` at dotted ``path``: every field typed, unknown keys refused."""
+    name = path or "manifest"
+    if not isinstance(value, dict):
+        _fail(where, name, f"must be an object, found {type(value).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        _fail(where, name, f"holds unknown key(s) {unknown}")
+    values = {}
+    for key, spec in known.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in value:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                _fail(where, dotted, "is missing")
+            continue
+        values[key] = _typed(hints[key], value[key], dotted, where)
+    if cls is FitOptions:
+        try:
+            return FitOptions(**values)
+        except InputError as exc:
+            _fail(where, name, str(exc).removeprefix("fit options: "))
+    return cls(**values)
 
-    def section(self, value: object, name: str) -> Mapping[str, Any]:
+
+def _typed(hint: Any, value: object, path: str, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(inner, value, path, where)
+    if dataclasses.is_dataclass(hint):
+        return _read(hint, value, path, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            _fail(where, path, f"must be a list, found {value!r}")
+        return tuple(_typed(args[0], v, f"{path}[{i}]", where) for i, v in enumerate(value))
+    if origin is dict:
         if not isinstance(value, dict):
-            self.fail(name, f"must be an object, found {type(value).__name__}")
+            _fail(where, path, f"must be an object, found {type(value).__name__}")
+        return {k: _typed(args[1], v, f"{path}[{k!r}]", where) for k, v in value.items()}
+    if hint is Any:
         return value
+    checks = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+        float: (_is_number, "a finite number"),
+        str: (lambda v: isinstance(v, str), "text"),
+    }
+    accepts, words = checks[hint]
+    if not accepts(value):
+        _fail(where, path, f"must be {words}, found {value!r}")
+    return float(value) if hint is float else value
 
-    def value(self, manifest: Mapping[str, Any], section: str, key: str) -> Any:
-        part = manifest.get(section)
-        self.section(part, section)
-        if key not in part:
-            self.fail(f"{section}.{key}", "is missing")
-        return part[key]
 
-    def number(self, manifest: Mapping[str, Any], section: str, key: str) -> float:
-        value = self.value(manifest, section, key)
-        if not _is_number(value):
-            self.fail(f"{section}.{key}", f"must be a finite number, found {value!r}")
-        return float(value)
-
-    def integer(self, manifest: Mapping[str, Any], section: str, key: str, low: int) -> int:
-        value = self.value(manifest, section, key)
-        if not (isinstance(value, int) and not isinstance(value, bool)) or value < low:
-            self.fail(f"{section}.{key}", f"must be an integer of at least {low}, found {value!r}")
-        return value
-
-    def numbers(self, manifest: Mapping[str, Any], section: str, key: str, count: int) -> list[float]:
-        value = self.value(manifest, section, key)
-        if not (isinstance(value, list) and len(value) == count and all(_is_number(v) for v in value)):
-            self.fail(f"{section}.{key}", f"must be a list of {count} finite numbers, found {value!r}")
-        return value
-
-    def choice(self, manifest: Mapping[str, Any], section: str, key: str, choices: tuple[str, ...]) -> str:
-        value = self.value(manifest, section, key)
-        if value not in choices:
-            self.fail(f"{section}.{key}", f"must be one of {choices}, found {value!r}")
-        return value
-
-    def files(self, files: object) -> None:
-        self.section(files, "files")
-        for name, entry in files.items():
-            if not isinstance(entry, dict):
-                self.fail(f"files[{name!r}]", f"must be an object, found {type(entry).__name__}")
-            if entry.get("role") not in fmt.ROLES:
-                self.fail(f"files[{name!r}].role", f"must be one of {fmt.ROLES}, found {entry.get('role')!r}")
-            if not (isinstance(entry.get("sha256"), str) and _SHA256.fullmatch(entry["sha256"])):
-                self.fail(f"files[{name!r}].sha256", "must be 64 lowercase hex digits")
-            size = entry.get("bytes")
-            if not (isinstance(size, int) and not isinstance(size, bool)) or size < 0:
-                self.fail(f"files[{name!r}].bytes", f"must be a byte count, found {size!r}")
+def _check_ranges(m: Manifest, where: str) -> None:
+    """What the types cannot say: the ranges and relations the runtime acts on."""
+    if m.input.size < 64 or m.input.size % 16:
+        _fail(where, "input.size", f"must be a multiple of 16 of at least 64, found {m.input.size}")
+    for key in ("mean", "std"):
+        values = getattr(m.input, key)
+        if len(values) != 3 or (key == "std" and min(values) <= 0):
+            _fail(where, f"input.{key}", f"must be 3 {'positive ' if key == 'std' else ''}numbers, found {values}")
+    if m.encoder.feature_dim < 1:
+        _fail(where, "encoder.feature_dim", f"must be at least 1, found {m.encoder.feature_dim}")
+    expected = (math.ceil(m.input.size / PATCH_STRIDE),) * 2
+    if m.encoder.grid != expected:
+        _fail(where, "encoder.grid", f"must be {list(expected)} for input.size {m.input.size}, found {m.encoder.grid}")
+    if m.memory_bank.size < 1 or m.memory_bank.shots < 1:
+        _fail(where, "memory_bank", f"must hold a patch and a shot, found {m.memory_bank.size} / {m.memory_bank.shots}")
+    if m.memory_bank.layout not in MEMORY_BANK_LAYOUTS:
+        _fail(where, "memory_bank.layout", f"must be one of {MEMORY_BANK_LAYOUTS}, found {m.memory_bank.layout!r}")
+    share = m.memory_bank.aligned_share
+    if share is not None and not 0.0 <= share <= 1.0:
+        _fail(where, "memory_bank.aligned_share", f"must be null or a number in [0, 1], found {share}")
+    if m.threshold.value < 0:
+        _fail(where, "threshold.value", f"must not be negative, found {m.threshold.value}")
+    problem = object_name_problem(m.object)
+    if problem:
+        _fail(where, "object", problem)
+    if m.llm is not None and m.llm.prompt not in LLM_PROMPTS:
+        _fail(where, "llm.prompt", f"must be one of {LLM_PROMPTS}, found {m.llm.prompt!r}")
+    for name, entry in m.files.items():
+        key = f"files[{name!r}]"
+        if entry.role not in fmt.ROLES:
+            _fail(where, f"{key}.role", f"must be one of {fmt.ROLES}, found {entry.role!r}")
+        if not _SHA256.fullmatch(entry.sha256):
+            _fail(where, f"{key}.sha256", "must be 64 lowercase hex digits")
+        if entry.bytes < 0:
+            _fail(where, f"{key}.bytes", f"must be a byte count, found {entry.bytes}")
+    for name, role in m.named_files().items():
+        listed = m.files.get(name)
+        if listed is None or listed.role != role:
+            _fail(where, "files", f"must list {name!r} as a {role} file (a section names it)")
 
 
 def _is_number(value: object) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError
 from .images import ImageLike, as_rgb
-from .inspector import InspectionResult
+from .result import InspectionResult
 
 RED, GREEN = (0, 0, 255), (0, 170, 0)  # BGR
 

@@ -38,7 +38,7 @@ COMPARED_FRAMES = 16  # normal frames compared, each with the next: enough to te
 
 
 def resolve_layout(
-    layout: str, shot_features: np.ndarray, presumed_normal: np.ndarray | None = None
+    layout: str, shot_features: np.ndarray, presumed_features: np.ndarray | None = None
 ) -> tuple[str, float | None]:
     """The layout applied for shots with patch features ``[K x N x D]`` (no views), with the features of any
     frames presumed normal as more evidence, and the share of patches that matched near their place (None
@@ -46,7 +46,7 @@ def resolve_layout(
     the shot has no other patch at its place to calibrate the threshold against."""
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
-    frames = shot_features if presumed_normal is None else np.concatenate([shot_features, presumed_normal])
+    frames = shot_features if presumed_features is None else np.concatenate([shot_features, presumed_features])
     share = aligned_share(frames) if len(frames) >= 2 else None
     if layout == "aligned" and len(shot_features) < 2:
         raise InputError("an aligned layout needs at least 2 shots: one shot cannot show where things belong")

@@ -1,30 +1,31 @@
 """Settling a few-shot inspector on a running line: its first frames, presumed normal, raise the threshold.
 
-A few shots set a lenient threshold: on a simulated line with 10% defects it
-stopped for 21-39% of normal frames at 1-4 shots (``benchmarks/line.py``,
-``docs/accuracy.md``). ``SettlingInspector`` inspects the first ``frames``
-frames of the line as usual, then hands them to ``Inspector.presume_normal``,
-which raises the threshold to a robust bound of their scores (a few defects
-among them cannot drag it up) and keeps them out of the bank. On that
-simulation false alarms fell under 1%, and recall to 21-36%: the trade is the
-user's, which is why settling is asked for (``edge-anomaly run --settle N``),
-not done by default.
+A few shots set a lenient threshold: on a simulated line they stop many
+normal frames (``benchmarks/line.py``; the figures are in ``docs/accuracy.md``,
+"On a line"). ``SettlingInspector`` inspects the first ``frames`` frames of
+the line as usual, then hands them to ``Inspector.presume_normal``, which
+raises the threshold to a robust bound of their scores (a few defects among
+them cannot drag it up) and keeps them out of the bank. False alarms fall,
+and so does recall: the trade is the user's, which is why settling is asked
+for (``edge-anomaly run --settle N``), not done by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .images import ImageLike, as_rgb, resize_square
-from .inspector import InspectionResult, Inspector
+from .inspector import Inspector
+from .result import InspectionResult
+from .streaming import Streaming
 
 MIN_SETTLE_FRAMES = 8  # fewer and the median and its spread say little
 
 
-class SettlingInspector:
+class SettlingInspector(Streaming):
     """Drop-in for ``Inspector`` in ``stream``: after ``frames`` frames the threshold is settled;
     ``on_settled(inspector)`` is then called once (``edge-anomaly run --save-bundle`` saves it there)."""
 
@@ -38,7 +39,14 @@ class SettlingInspector:
         self._seen: list[np.ndarray] = []  # at the input size, to bound memory
         self.settled = False
 
-    def inspect(self, frame: ImageLike, color_order: str = "bgr") -> InspectionResult:
+    def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
+        """One frame -> ``InspectionResult``; a list -> a list, frame by frame in order (each may move the
+        state on: settle the threshold or bootstrap shots)."""
+        if isinstance(frame, (list, tuple)):
+            return [self._inspect_one(f, color_order) for f in frame]
+        return self._inspect_one(frame, color_order)
+
+    def _inspect_one(self, frame: ImageLike, color_order: str) -> InspectionResult:
         result = self.inspector.inspect(frame, color_order)  # a path stays the result's source
         if self.settled:
             return result
@@ -49,9 +57,3 @@ class SettlingInspector:
             if self.on_settled is not None:
                 self.on_settled(self.inspector)
         return result
-
-    def stream(self, source, on_event=None, **options):
-        """As ``Inspector.stream``, settling on the first frames."""
-        from edge_anomaly.runtime.stream import stream
-
-        return stream(self, source, on_event, **options)

@@ -28,9 +28,8 @@ BANK_FACTOR = 2
 def resolve_augmentation(augmentation: str, shots: int) -> str:
     """The augmentation actually applied: ``auto`` is ``dihedral`` for at most ``AUTO_MAX_SHOTS`` shots.
 
-    Measured on the real dev categories (``docs/accuracy.md``): dihedral views raise the mean image AUROC
-    at 1/2/4 shots by 0.035/0.016/0.022 and accuracy at the calibrated threshold at 1 shot from 0.63 to
-    0.72; they double the bank (decoder time) and take 1.6-2.5 s to fit on 2 cores.
+    Few shots show few poses; views add the turned and mirrored ones, at the price of a bank twice the
+    size (decoder time) and a longer fit. What they gain on the dev set: ``docs/accuracy.md``.
     """
     if augmentation not in AUGMENTATIONS:
         raise InputError(f"unknown augmentation {augmentation!r}: expected one of {AUGMENTATIONS}")

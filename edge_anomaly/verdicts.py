@@ -1,20 +1,18 @@
-"""Verdict sentences grounded in the measured finding.
+"""Verdicts and follow-up answers, with the template sentence standing in whenever the model cannot.
 
-The template verdict is the fallback every language-model verdict is checked
-against: it states the decision, where, how large and the score against the
-threshold, and nothing else.
+The template verdict (``verdict_wording.verdict_sentence``) is the fallback every
+language-model verdict is checked against: it states the decision, where, how
+large and the score against the threshold, and nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
 
-from .findings import size_words
-
-if TYPE_CHECKING:
-    from .inspector import InspectionResult
+from .protocols import Narrator
+from .result import InspectionResult
+from .verdict_wording import verdict_sentence
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +27,41 @@ class NarratedVerdict:
     fallback_reason: str | None = None
 
 
-def narrate(narrator: Any, result: InspectionResult) -> NarratedVerdict:
+def narrate(narrator: Narrator | None, result: InspectionResult) -> NarratedVerdict:
     """The narrator's verdict, or the template sentence with the reason when there is none or it fails.
 
     One fallback for every caller (``inspect --verdict``, ``chat``, the stream's verdict worker): a model
     that cannot load or breaks mid-call never costs the operator the verdict itself."""
     if narrator is None:
-        return NarratedVerdict(template_verdict(result), "template", "no language model")
+        return NarratedVerdict(verdict_sentence(result), "template", "no language model")
     try:
         return NarratedVerdict(narrator.verdict(result), getattr(narrator, "name", "llm"))
     except Exception as exc:  # noqa: BLE001  whatever the model's failure, the finding still gets its sentence
         log.warning("language model failed, template verdict used: %s", exc)
-        return NarratedVerdict(template_verdict(result), "template", f"language model failed: {exc}")
+        return NarratedVerdict(verdict_sentence(result), "template", f"language model failed: {exc}")
 
 
-def template_verdict(result: InspectionResult) -> str:
-    """One sentence for the operator, built only from the decoder's numbers."""
-    obj = result.object_name
-    numbers = f"score {result.score:.2f} vs threshold {result.threshold:.2f}"
-    if not result.is_anomalous:
-        return f"The {obj} looks normal ({numbers}); pass it."
-    main = result.regions[0]
-    count = len(result.regions)
-    what = "1 defect region" if count == 1 else f"{count} defect regions"
-    return (
-        f"The {obj} is anomalous ({numbers}) with {what}, the strongest {size_words(main.area_fraction)} "
-        f"at the {main.location} covering {main.area_fraction:.1%} of the image; reject it."
-    )
+@dataclass
+class Conversation:
+    """Follow-up questions about one finding (``Inspector.chat``); ``turns`` keeps every question and
+    answer, and the model reads the last few of them."""
+
+    result: InspectionResult
+    narrator: Narrator | None
+    turns: list[tuple[str, str]] = field(default_factory=list)
+
+    def verdict(self) -> NarratedVerdict:
+        return narrate(self.narrator, self.result)
+
+    def ask(self, question: str) -> str:
+        """The model's answer, or what was measured when there is no model or it fails."""
+        answer = None
+        if self.narrator is not None:
+            try:
+                answer = self.narrator.ask(self.result, self.turns, question)
+            except Exception as exc:  # noqa: BLE001  as for verdicts: the measured facts stand in
+                answer = f"The language model failed ({exc}); what was measured: {verdict_sentence(self.result)}"
+        if answer is None:
+            answer = f"This bundle has no language model; what was measured: {verdict_sentence(self.result)}"
+        self.turns.append((question, answer))
+        return answer

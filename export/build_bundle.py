@@ -14,17 +14,14 @@ from pathlib import Path
 
 from edge_anomaly import __version__
 from edge_anomaly.bundle import Bundle, open_bundle
-from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM
 from edge_anomaly.errors import InputError
-from edge_anomaly.few_shot import Preprocessing, fit_normal_shots, write_fitted_bundle
+from edge_anomaly.few_shot import fit_normal_shots, fitted_sections, write_fitted_bundle
+from edge_anomaly.fit_options import DEFAULT_FIT, FitOptions
 from edge_anomaly.images import list_images, read_image
-from edge_anomaly.manifest import object_name_problem
-from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
-from edge_anomaly.placement import DEFAULT_LAYOUT
+from edge_anomaly.manifest import Manifest, object_name_problem
 from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from edge_anomaly.shot_views import DEFAULT_AUGMENTATION
 
-from .onnx_export import DEFAULT_STAGES, build_graphs, export_onnx
+from .onnx_export import build_graphs, export_onnx
 
 
 def choose_shots(normal: Path | list[Path], shots: int | None, seed: int) -> list[Path]:
@@ -43,32 +40,27 @@ def build_bundle(
     normal: Path | list[Path],
     out: Path,
     shots: int | None = None,
-    image_size: int = 256,
     object_name: str = "part",
-    encoder: str = "lite0",
-    stages: tuple[int, ...] = DEFAULT_STAGES,
-    seed: int = 0,
-    max_bank: int = DEFAULT_MAX_SIZE,
-    augmentation: str = DEFAULT_AUGMENTATION,
-    head_weight: float | None = None,
-    layout: str = DEFAULT_LAYOUT,
-    feature_norm: str = DEFAULT_FEATURE_NORM,
+    options: FitOptions = DEFAULT_FIT,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
-    ``head_weight``: the text-free head's share of the map (``build_graphs``; None: the default).
-    Every option is checked before any work is done, and a mistake raises ``InputError`` saying which."""
+    ``options``: image size, encoder, stages, views, layout, head weight, feature scaling, bank cap and the
+    seed that draws the shots (``FitOptions``). Every option is checked before any work is done, and a
+    mistake raises ``InputError`` saying which."""
     problem = object_name_problem(object_name)
     if problem:
         raise InputError(f"object name {problem}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is {'not a folder' if not out.is_dir() else 'not empty'}")
-    shot_paths = choose_shots(normal, shots, seed)
-    if layout == "aligned" and len(shot_paths) < 2:
+    shot_paths = choose_shots(normal, shots, options.seed)
+    if options.layout == "aligned" and len(shot_paths) < 2:
         raise InputError("layout 'aligned' needs at least 2 shots: one shot cannot show where things belong")
     images = [read_image(p) for p in shot_paths]
     try:
-        graphs = build_graphs(encoder, image_size, stages, head_weight, feature_norm)
+        graphs = build_graphs(
+            options.encoder, options.image_size, options.stages, options.head_weight, options.feature_norm
+        )
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,17 +68,19 @@ def build_bundle(
     try:
         encoder_path, decoder_path = export_onnx(graphs, staging)
         backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")
-        prep = Preprocessing(
-            image_size, tuple(graphs.manifest["input"]["mean"]), tuple(graphs.manifest["input"]["std"])
+        fit = fit_normal_shots(
+            backend, images, graphs.preprocessing(), options.max_bank, options.seed, options.augmentation,
+            options.layout,
+        )  # fmt: skip
+        manifest = Manifest.of(
+            graphs.sections,
+            fit=options,
+            **fitted_sections(fit),
+            object=object_name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            sdk_version=__version__,
+            shot_sources=tuple(p.name for p in shot_paths),
         )
-        fit = fit_normal_shots(backend, images, prep, max_bank, seed, augmentation, layout)
-        manifest = {
-            **graphs.manifest,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "sdk_version": __version__,
-            "object": object_name,
-            "shot_sources": [p.name for p in shot_paths],
-        }
         write_fitted_bundle(staging, manifest, fit)
         if out.exists():
             out.rmdir()

@@ -22,11 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from edge_anomaly import bundle_format as fmt
 from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle, sha256_file
 from edge_anomaly.errors import EdgeAnomalyError
+from edge_anomaly.manifest import LlmSection
 
 LLM_FILE = "llm.gguf"
 ADAPTER_FILE = "llm-lora.gguf"
@@ -86,13 +88,19 @@ def add_llm(bundle_dir: Path, spec: str, quant: str = "q4_k_m") -> Bundle:
             shutil.copyfile(adapter, bundle.root / ADAPTER_FILE)
         else:
             (bundle.root / ADAPTER_FILE).unlink(missing_ok=True)  # a previous model's adapter
-    roles = {name: e["role"] for name, e in bundle.manifest["files"].items() if e["role"] != fmt.ROLE_LLM_ADAPTER}
+    roles = {name: e.role for name, e in bundle.manifest.files.items() if e.role != fmt.ROLE_LLM_ADAPTER}
     roles[LLM_FILE] = fmt.ROLE_LLM
     if adapter:
         roles[ADAPTER_FILE] = fmt.ROLE_LLM_ADAPTER
-    llm = {"file": LLM_FILE, "source": spec, "quantization": quantization, "architecture": architecture}
-    llm |= {"adapter": ADAPTER_FILE, "prompt": "tuned"} if adapter else {"adapter": None, "prompt": "few-shot"}
-    return seal_bundle(bundle.root, {**bundle.manifest, "llm": llm}, roles)
+    llm = LlmSection(
+        file=LLM_FILE,
+        source=spec,
+        quantization=quantization,
+        architecture=architecture,
+        adapter=ADAPTER_FILE if adapter else None,
+        prompt="tuned" if adapter else "few-shot",
+    )
+    return seal_bundle(bundle.root, replace(bundle.manifest, llm=llm), roles)
 
 
 def default_model_files(work: Path, tuned: bool = True) -> tuple[Path, Path | None]:

@@ -10,16 +10,18 @@ import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
+from edge_anomaly.fit_options import DEFAULT_STAGES
+from edge_anomaly.images import Preprocessing
+from edge_anomaly.manifest import DecoderSection, EncoderSection, GraphSections, HeadSection, InputSection, OnnxSection
 from edge_anomaly.placement import PLACE_COLUMNS
 
 from .efficientnet_lite import load_efficientnet_lite
 from .encoders import resolve_encoder
+from .head_model import ASSET as HEAD_ASSET
+from .head_model import HEAD_WEIGHT, file_sha256, load_head
 from .patch_model import NearestNeighbourDecoder, PatchEncoder, grid_for
-from .text_free_head import ASSET as HEAD_ASSET
-from .text_free_head import HEAD_WEIGHT, file_sha256, load_head
 
 OPSET = 17
-DEFAULT_STAGES = (2, 4)  # strides 8 and 16
 SIGMA = 4.0
 MEAN = (0.5, 0.5, 0.5)  # how the TF Lite weights were trained
 STD = (0.5, 0.5, 0.5)
@@ -27,7 +29,7 @@ STD = (0.5, 0.5, 0.5)
 
 @dataclass(frozen=True)
 class DetectorGraphs:
-    """The torch modules behind a bundle, and the facts the manifest records about them.
+    """The torch modules behind a bundle, and the manifest sections that describe them.
 
     ``encode`` / ``decode`` give them the runtime backends' surface, so the product's own fitting and
     encoding (``few_shot``) run on them directly when training or measuring, without an ONNX round trip."""
@@ -35,7 +37,7 @@ class DetectorGraphs:
     encoder: PatchEncoder
     decoder: NearestNeighbourDecoder
     image_size: int
-    manifest: dict
+    sections: GraphSections
 
     @torch.no_grad()
     def encode(self, batch: np.ndarray) -> np.ndarray:
@@ -46,12 +48,9 @@ class DetectorGraphs:
         maps, scores = self.decoder(torch.from_numpy(features), torch.from_numpy(bank))
         return maps.numpy(), scores.numpy()
 
-    def preprocessing(self):
-        """How frames are brought to the encoder's input (``few_shot.Preprocessing``)."""
-        from edge_anomaly.few_shot import Preprocessing
-
-        prep = self.manifest["input"]
-        return Preprocessing(self.image_size, tuple(prep["mean"]), tuple(prep["std"]))
+    def preprocessing(self) -> Preprocessing:
+        """How frames are brought to the encoder's input."""
+        return Preprocessing(self.image_size, self.sections.input.mean, self.sections.input.std)
 
 
 def build_graphs(
@@ -81,43 +80,37 @@ def build_graphs(
     grid = grid_for(image_size, patch_encoder.stride)
     head = load_head(HEAD_ASSET) if head_weight else None
     decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight).eval()
-    manifest = {
-        "input": {
-            "size": image_size,
-            "color": "RGB",
-            "layout": "NCHW float32",
-            "mean": list(MEAN),
-            "std": list(STD),
-            "resize": "squashed to a square; area averaging when shrinking",
-        },
-        "encoder": {
-            "name": source.name,
-            "weights_sha256": source.sha256(),
-            "stages": list(patch_encoder.stages),
-            "strides": [patch_encoder.backbone.strides()[s] for s in patch_encoder.stages],
-            "feature_dim": patch_encoder.feature_dim,
-            "grid": list(grid),
-            "aggregation": "3x3 local mean per stage, bilinear to the finest grid"
+    head_section = (
+        HeadSection(
+            weight=float(head_weight),
+            weights_sha256=file_sha256(HEAD_ASSET),
+            method="abnormal probability from learned prototypes, added to the patch distance",
+        )
+        if head_weight
+        else None
+    )
+    sections = GraphSections(
+        input=InputSection(size=image_size, mean=MEAN, std=STD),
+        encoder=EncoderSection(
+            name=source.name,
+            weights_sha256=source.sha256(),
+            stages=tuple(patch_encoder.stages),
+            strides=tuple(patch_encoder.backbone.strides()[s] for s in patch_encoder.stages),
+            feature_dim=patch_encoder.feature_dim,
+            grid=tuple(grid),
+            aggregation="3x3 local mean per stage, bilinear to the finest grid"
             + (", L2-normalized per stage" if feature_norm == "stage" else ", not normalized"),
-            "feature_norm": feature_norm,
-        },
-        "decoder": {
-            "kind": "nearest-neighbour distance to the memory bank",
-            "smoothing_sigma": SIGMA,
-            "score": "maximum of the smoothed anomaly map",
-            "text_free_head": {
-                "weight": head_weight,
-                "weights_sha256": file_sha256(HEAD_ASSET),
-                "method": "abnormal probability from learned prototypes, added to the patch distance",
-            }
-            if head_weight
-            else None,
-        },
-        "onnx": {"opset": OPSET, "dynamic_axes": ["batch", "memory_bank_size"]},
-        "precision": "fp32",
-        "engines": [],
-    }
-    return DetectorGraphs(patch_encoder, decoder, image_size, manifest)
+            feature_norm=feature_norm,
+        ),
+        decoder=DecoderSection(
+            kind="nearest-neighbour distance to the memory bank",
+            smoothing_sigma=SIGMA,
+            score="maximum of the smoothed anomaly map",
+            text_free_head=head_section,
+        ),
+        onnx=OnnxSection(opset=OPSET, dynamic_axes=("batch", "memory_bank_size")),
+    )
+    return DetectorGraphs(patch_encoder, decoder, image_size, sections)
 
 
 def export_onnx(graphs: DetectorGraphs, out_dir: Path) -> tuple[Path, Path]:

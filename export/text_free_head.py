@@ -15,15 +15,13 @@ read with ``allow_pickle=False``) and goes into the decoder graph, so the edge
 runtime runs it without knowing it is there.
 
 Measured by ``edge_anomaly.benchmarks.text_free_head``: alone it does not
-rank real images, but added to the bank's patch distances with weight
-``HEAD_WEIGHT`` it sharpens the maps (real dev categories, 1 shot: pixel AUROC
-0.900 -> 0.920; ``docs/accuracy.md``).
+rank real images; added to the bank's patch distances with weight
+``HEAD_WEIGHT`` it sharpens the maps (the figures: ``docs/accuracy.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -31,15 +29,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from edge_anomaly.few_shot import encode_images
+from edge_anomaly.fit_options import DEFAULT_STAGES
 from edge_anomaly.synthetic import DEFECTS, TEXTURES, add_defect, texture_source
 
-ASSET = Path(__file__).parent / "assets" / "text-free-head.npz"
-HEAD_WEIGHT = 0.25  # head probability (0-1) added to the patch distance (about 0.3-1.5), times this
+from .head_model import ASSET, TextFreeHead, file_sha256, save_head
+from .onnx_export import build_graphs
+
 TRAIN_IMAGES = 1600
 EPOCHS = 20
 IMAGE_SIZE = 256
@@ -64,34 +63,6 @@ PHOTOGRAPHS = (
 )  # scikit-image ships these in its wheel: no download
 SOURCE_NAMES = [f"texture:{t}" for t in TEXTURES] + [f"scikit-image:{p}" for p in PHOTOGRAPHS]
 DEFECT_PROBABILITY = 0.8
-TEMPERATURE = 0.07
-
-
-class TextFreeHead(nn.Module):
-    """Patch features ``[B x N x D]`` -> abnormal probability per patch ``[B x N]``.
-
-    Each encoder stage's slice of the feature is projected by its own linear
-    layer and compared (cosine, temperature 0.07) with a learned normal and a
-    learned abnormal prototype, in place of AnomalyGPT's two text features;
-    the stages' abnormal probabilities are averaged.
-    """
-
-    def __init__(self, stage_dims: list[int], dim: int = 128, seed: int = 0) -> None:
-        super().__init__()
-        bounds = np.cumsum([0, *stage_dims])
-        self.slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        with torch.random.fork_rng():  # the same seed gives the same head: the asset is reproducible
-            torch.manual_seed(seed)
-            self.projections = nn.ModuleList(nn.Linear(b - a, dim) for a, b in self.slices)
-            self.prototypes = nn.Parameter(torch.randn(len(self.slices), 2, dim))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        probabilities = []
-        for k, (a, b) in enumerate(self.slices):
-            z = F.normalize(self.projections[k](features[..., a:b]), dim=-1)
-            logits = z @ F.normalize(self.prototypes[k], dim=-1).t() / TEMPERATURE
-            probabilities.append(logits.softmax(-1)[..., 1])
-        return torch.stack(probabilities).mean(0)
 
 
 def focal_dice_loss(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -168,34 +139,6 @@ def train_head(head: TextFreeHead, features: torch.Tensor, targets: torch.Tensor
     return losses
 
 
-def save_head(head: TextFreeHead, path: Path) -> None:
-    """Plain arrays in an ``.npz``: no pickle on the way back in."""
-    arrays = {f"projection{k}.weight": p.weight.detach().numpy() for k, p in enumerate(head.projections)}
-    arrays |= {f"projection{k}.bias": p.bias.detach().numpy() for k, p in enumerate(head.projections)}
-    arrays["prototypes"] = head.prototypes.detach().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        np.savez(f, **arrays)
-
-
-def load_head(path: Path = ASSET) -> TextFreeHead:
-    """The head stored by ``save_head``; its stage widths are read off the arrays."""
-    with np.load(path, allow_pickle=False) as arrays:
-        count = len(arrays["prototypes"])
-        weights = [arrays[f"projection{k}.weight"] for k in range(count)]
-        head = TextFreeHead([w.shape[1] for w in weights], dim=weights[0].shape[0])
-        state = {"prototypes": torch.from_numpy(arrays["prototypes"])}
-        for k in range(count):
-            state[f"projections.{k}.weight"] = torch.from_numpy(weights[k])
-            state[f"projections.{k}.bias"] = torch.from_numpy(arrays[f"projection{k}.bias"])
-    head.load_state_dict(state)
-    return head.eval()
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_on_simulated_anomalies(graphs, count: int = TRAIN_IMAGES, epochs: int = EPOCHS) -> tuple[TextFreeHead, list]:
     """A head for ``graphs``' encoder, trained on ``count`` simulated anomalies (seed 0); returns it and the
     loss of each epoch. The shipped asset and the benchmark both come from here."""
@@ -207,8 +150,6 @@ def train_on_simulated_anomalies(graphs, count: int = TRAIN_IMAGES, epochs: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .onnx_export import DEFAULT_STAGES, build_graphs
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ASSET)
     parser.add_argument("--train", type=int, default=TRAIN_IMAGES)

@@ -80,9 +80,9 @@ def write_triton_repo(
 def _encoder_plan(bundle: Bundle) -> Path | None:
     """The bundle's full-TensorRT encoder engine (Triton's tensorrt backend runs full TensorRT plans of its
     own TensorRT version only; RTX engines are for TensorRT for RTX, not for it)."""
-    engines = [e for e in bundle.manifest.get("engines", []) if e["graph"] == "encoder" and e["flavour"] == "full"]
-    engines.sort(key=lambda e: PLAN_PRECISIONS.index(e["precision"]) if e["precision"] in PLAN_PRECISIONS else 9)
-    return bundle.root / engines[0]["file"] if engines else None
+    engines = [e for e in bundle.manifest.engines if e.graph == "encoder" and e.flavour == "full"]
+    engines.sort(key=lambda e: PLAN_PRECISIONS.index(e.precision) if e.precision in PLAN_PRECISIONS else 9)
+    return bundle.root / engines[0].file if engines else None
 
 
 def _write_decoder_with_bank(bundle: Bundle, out: Path) -> None:

@@ -13,7 +13,7 @@ should write, in several wordings, for:
   language with the English grid words kept in brackets, so the guard can
   still read the location.
 
-Every target is checked with ``edge_anomaly.grounding.check`` before it is
+Every target is checked with ``edge_anomaly.grounding.disagreements`` before it is
 used: the model is only ever shown faithful sentences. Object names and the
 score scale are varied so the model copies them from the facts instead of
 remembering them; the names used by the benchmarks are held out.
@@ -27,9 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edge_anomaly.findings import size_words
-from edge_anomaly.grounding import LOCALIZED, check, check_answer
-from edge_anomaly.inspector import InspectionResult
+from edge_anomaly.grounding import LOCALIZED, answer_disagreements, disagreements
+from edge_anomaly.result import InspectionResult
 from edge_anomaly.runtime.verdict_prompts import HISTORY_TURNS, answer_prompt, verdict_prompt
+from edge_anomaly.verdict_wording import defect_sentence, normal_sentence, regions_phrase
 
 # Never the names the benchmarks inspect (brick, grass, gravel, fabric panel, screw, metal plate, juice bottle).
 OBJECT_NAMES = (
@@ -74,6 +75,7 @@ def findings_from_decoder(work: Path, per_category: int = 60, seed: int = 1000) 
     """Inspect fresh synthetic images (every texture, every defect kind) with 4-shot bundles."""
     from edge_anomaly import Inspector
     from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
     from edge_anomaly.images import list_images
     from edge_anomaly.synthetic import TEXTURES, generate_dataset
 
@@ -83,7 +85,7 @@ def findings_from_decoder(work: Path, per_category: int = 60, seed: int = 1000) 
     )
     results: list[InspectionResult] = []
     for root in roots:
-        bundle = build_bundle(root / "train" / "good", work / f"bundle-{root.name}", image_size=256)
+        bundle = build_bundle(root / "train" / "good", work / f"bundle-{root.name}", options=FitOptions(image_size=256))
         inspector = Inspector(bundle, backend="onnxruntime-cpu", llm="none")
         results += inspector.inspect([p for d in sorted((root / "test").iterdir()) for p in list_images(d)])
     return results
@@ -112,7 +114,7 @@ def verdict_text(result: InspectionResult, rng: random.Random) -> str:
     if not result.is_anomalous:
         return rng.choice(
             (
-                f"The {obj} looks normal (score {s}, below the threshold {t}); pass it.",
+                normal_sentence(obj, s, t),
                 f"No defect found on the {obj}: the score {s} is below the threshold {t}; pass it.",
                 f"Pass the {obj}: it looks normal, with a score of {s} below the threshold {t}.",
             )
@@ -120,8 +122,7 @@ def verdict_text(result: InspectionResult, rng: random.Random) -> str:
     loc, size, pct, regions = _main(result)
     return rng.choice(
         (
-            f"The {obj} is defective: {regions} at the {loc}, {size}, covering {pct} of the image "
-            f"(score {s}, above the threshold {t}); reject it.",
+            defect_sentence(obj, len(result.regions), loc, size, pct, s, t),
             f"Reject the {obj}: the decoder found {regions}, the main one at the {loc} ({size}, {pct} of the "
             f"image), with a score of {s} above the threshold {t}.",
             f"Anomaly on the {obj} at the {loc}: a {size} defect covering {pct} of the image; the score {s} "
@@ -139,7 +140,7 @@ def _question_and_answer(result: InspectionResult, rng: random.Random) -> Pair:
     language = rng.choices(("en", "de", "fr", "es"), weights=(7, 1, 1, 1))[0]
     kind = rng.choice([k for lang, k in QUESTIONS if lang == language])
     answer = answer_text(result, kind, language, rng)
-    problems = check_answer(answer, result)
+    problems = answer_disagreements(answer, result)
     if problems:
         raise AssertionError(f"unfaithful training answer {answer!r}: {problems}")
     return rng.choice(QUESTIONS[language, kind]), answer
@@ -152,15 +153,14 @@ def _varied(result: InspectionResult, rng: random.Random) -> InspectionResult:
         score, threshold = round(result.score, 2), round(result.threshold, 2)
     varied = dataclasses.replace(result, score=score, threshold=threshold, object_name=rng.choice(OBJECT_NAMES))
     verdict = verdict_text(varied, random.Random(0))
-    if check(verdict, varied):  # e.g. a score equal to its threshold at two decimals: not a teaching example
+    if disagreements(verdict, varied):  # e.g. a score equal to its threshold at two decimals: not a teaching example
         return result
     return varied
 
 
 def _main(result: InspectionResult) -> tuple[str, str, str, str]:
     main, n = result.regions[0], len(result.regions)
-    regions = "1 anomalous region" if n == 1 else f"{n} anomalous regions"
-    return main.location, size_words(main.area_fraction), f"{100 * main.area_fraction:.1f}%", regions
+    return main.location, size_words(main.area_fraction), f"{100 * main.area_fraction:.1f}%", regions_phrase(n)
 
 
 def _english(result: InspectionResult, kind: str, rng: random.Random) -> str:

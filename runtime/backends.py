@@ -28,11 +28,15 @@ PRECISION_PREFERENCE = ("fp16", "int8", "fp32")
 
 
 class Backend(Protocol):
+    """What a backend offers: the two graphs, and ``close`` to release sessions, engines or clients."""
+
     name: str
 
     def encode(self, images: np.ndarray) -> np.ndarray: ...
 
     def decode(self, features: np.ndarray, memory_bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,15 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
                 problem = str(exc)
             else:
                 return BackendChoice(choice.backend, "; ".join([choice.reason, *passed]))
-        if entry.name != "tensorrt" or bundle.manifest.get("engines"):  # engines are only news where there are some
+        if entry.name != "tensorrt" or bundle.manifest.engines:  # engines are only news where there are some
             passed.append(f"{_SHORT[entry.name]} not used: {problem}")
     raise BackendError("no backend can run this bundle here: " + "; ".join(passed))
+
+
+def probe(bundle: Bundle) -> dict[str, str | None]:
+    """Each table entry's name -> why it cannot run ``bundle`` here, or None where it can (``bench`` and
+    ``inspect --json`` show this beside the backend that was chosen)."""
+    return {entry.name: entry.probe(bundle) for entry in TABLE}
 
 
 def _graphs(bundle: Bundle) -> tuple:
@@ -126,7 +136,7 @@ def _make_openvino(bundle: Bundle, threads: int) -> BackendChoice:
 
 
 def _tensorrt_problem(bundle: Bundle) -> str | None:
-    if not bundle.manifest.get("engines"):
+    if not bundle.manifest.engines:
         return "the bundle has no TensorRT engines (edge-anomaly build-engine)"
     return None
 
@@ -156,14 +166,14 @@ TABLE = (
 
 def _tensorrt_choice(bundle: Bundle) -> tuple[BackendChoice | None, str]:
     """The best-fitting engine pair, or ``None`` and why none fits."""
-    entries = bundle.manifest["engines"]
+    entries = bundle.manifest.engines
     from .gpu_info import detect_gpu
     from .tensorrt_engines import engine_fit
 
     gpu = detect_gpu()
     pairs = {}
     for e in entries:
-        pairs.setdefault((e["flavour"], e["precision"]), {})[e["graph"]] = e
+        pairs.setdefault((e.flavour, e.precision), {})[e.graph] = e
     ranked = sorted(pairs.items(), key=lambda kv: PRECISION_PREFERENCE.index(kv[0][1]))
     reasons = []
     for (flavour, precision), graphs in ranked:
@@ -178,7 +188,7 @@ def _tensorrt_choice(bundle: Bundle) -> tuple[BackendChoice | None, str]:
 
         try:
             backend = TensorRTBackend(
-                bundle.root / graphs["encoder"]["file"], bundle.root / graphs["decoder"]["file"], flavour, precision
+                bundle.root / graphs["encoder"].file, bundle.root / graphs["decoder"].file, flavour, precision
             )
         except BackendError as exc:
             reasons.append(str(exc))

@@ -22,6 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from edge_anomaly.manifest import as_json
+
+from .backends import probe
+
 STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
 DEFECT_SHARE = 10  # one frame in ten of the default frames carries a synthetic defect
 
@@ -74,6 +78,7 @@ def time_inspect(
         key: {
             "backend": inspectors[key].backend_name,
             "backend_reason": inspectors[key].backend_reason,
+            "backends_probed": probe(inspectors[key].bundle),  # each backend here: None, or why it cannot run
             "threads": getattr(inspectors[key].backend, "threads", None),
             "memory_bank_size": int(len(inspectors[key].memory_bank)),
             "frames_per_second": round(1000.0 / float(np.mean(per_stage[key]["total"])), 2),
@@ -146,8 +151,8 @@ def bench(inspector, frames: Sequence[np.ndarray], warmup: int = 20, progress: b
     manifest = inspector.bundle.manifest
     return {
         "image_size": inspector.bundle.input_size,
-        "shots": manifest["memory_bank"]["shots"],
-        "text_free_head": manifest["decoder"].get("text_free_head"),
+        "shots": manifest.memory_bank.shots,
+        "text_free_head": as_json(manifest.decoder.text_free_head),
         **run,
         "streaming_frames_per_second": streaming_fps(inspector, frames[warmup:]),
         "streaming_serial_frames_per_second": streaming_fps(inspector, frames[warmup:], pipelined=False),

@@ -5,7 +5,7 @@ adapter trained on the decoder's own findings
 (``edge_anomaly.export.verdict_tuning``), which llama.cpp applies at load time,
 and reads the short tuned prompt; any other model reads a page of worked
 examples instead (``verdict_prompts``). Each sentence is checked against the
-finding (``edge_anomaly.grounding.check``). A sentence that disagrees is
+finding (``edge_anomaly.grounding.disagreements``). A sentence that disagrees is
 generated again with its opening written for the model from the decoder's
 decision and location; if that still disagrees, the template verdict is used.
 ``counts`` records how often each path was taken.
@@ -20,15 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_anomaly.errors import BackendError
-from edge_anomaly.findings import size_words
-from edge_anomaly.grounding import check, check_answer
-from edge_anomaly.inspector import InspectionResult
-from edge_anomaly.verdicts import template_verdict
+from edge_anomaly.grounding import answer_disagreements, disagreements
+from edge_anomaly.result import InspectionResult
+from edge_anomaly.verdict_wording import verdict_opening, verdict_sentence
 
 from .verdict_prompts import FEW_SHOT, STYLES, TUNED, answer_prompt, verdict_prompt
 
@@ -93,16 +91,16 @@ class LlamaVerdictModel:
         """The verdict, with the unchecked first sentence and the path taken (for measuring the guard)."""
         prompt = verdict_prompt(result, self.style)
         first = self._complete(prompt)
-        if not check(first, result):
+        if not disagreements(first, result):
             self.counts["faithful"] += 1
             return VerdictTrace(first, first, "faithful")
-        opening = _opening(result)
+        opening = verdict_opening(result)
         steered = opening + self._complete(prompt + " " + opening)
-        if not check(steered, result):
+        if not disagreements(steered, result):
             self.counts["steered"] += 1
             return VerdictTrace(steered, first, "steered")
         self.counts["template"] += 1
-        return VerdictTrace(template_verdict(result), first, "template")
+        return VerdictTrace(verdict_sentence(result), first, "template")
 
     def ask(self, result: InspectionResult, history: list[tuple[str, str]], question: str) -> str:
         """Answer a follow-up about the finding; an answer that contradicts it is replaced by the facts."""
@@ -110,28 +108,13 @@ class LlamaVerdictModel:
         self.counts["answers"] += 1
         if _answer_contradicts(text, result):
             self.counts["answer_fallbacks"] += 1
-            return f"I can only state what was measured: {template_verdict(result)}"
+            return f"I can only state what was measured: {verdict_sentence(result)}"
         return text
 
-    def measure_speed(self, prompt_tokens: int = 160, generated_tokens: int = 48) -> dict[str, float]:
-        """Prompt-evaluation and generation tokens/s on this machine, from a fresh context."""
-        with self._lock:
-            prompt = self._llm.tokenize(("Inspection reports. " * prompt_tokens).encode())[:prompt_tokens]
-            self._llm.reset()
-            start = time.perf_counter()
-            self._llm.eval(prompt)
-            prompt_s = time.perf_counter() - start
-            start, count = time.perf_counter(), 0
-            for _ in self._llm.generate(prompt, temp=0.0, reset=False):
-                count += 1
-                if count == generated_tokens:
-                    break
-            gen_s = time.perf_counter() - start
-            self._llm.reset()
-        return {
-            "prompt_tokens_per_s": round(len(prompt) / prompt_s, 1),
-            "generation_tokens_per_s": round(count / gen_s, 1),
-        }
+    @property
+    def llama(self):
+        """The llama.cpp model itself (benchmarks time it); calls on it must not overlap ``verdict``/``ask``."""
+        return self._llm
 
     def _complete(self, prompt: str) -> str:
         with self._lock:
@@ -153,17 +136,9 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def _opening(result: InspectionResult) -> str:
-    if not result.is_anomalous:
-        return f"The {result.object_name} looks normal"
-    main, count = result.regions[0], len(result.regions)
-    what = "1 anomalous region" if count == 1 else f"{count} anomalous regions, the main one"
-    return f"The {result.object_name} is defective: {what} at the {main.location}, {size_words(main.area_fraction)},"
-
-
 def _answer_contradicts(text: str, result: InspectionResult) -> bool:
     """An answer may skip the decision, but must not misplace the defect or invent numbers."""
-    return not text or bool(check_answer(text, result))
+    return not text or bool(answer_disagreements(text, result))
 
 
 class LazyVerdictModel:

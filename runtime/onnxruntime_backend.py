@@ -62,6 +62,10 @@ class OnnxRuntimeBackend:
         anomaly_map, score = self._decoder.run(None, feeds)
         return anomaly_map, score
 
+    def close(self) -> None:
+        """Drop both sessions (their memory and thread pools); the backend is done."""
+        self._encoder = self._decoder = None
+
 
 def _check_names(session: ort.InferenceSession, inputs: list[str], outputs: list[str], path: Path) -> None:
     found_in = [i.name for i in session.get_inputs()]

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge_anomaly.inspector import InspectionResult
 from edge_anomaly.overlay import render_overlay
+from edge_anomaly.result import InspectionResult
 
 from .event_log import EventLog
 

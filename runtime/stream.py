@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_anomaly.errors import BackendUnavailable, InferenceError, InputError
-from edge_anomaly.inspector import Inspector
+from edge_anomaly.protocols import InspectorLike
 
 from .event_log import EventLogError, LogHistory
 from .gate import EventGate, OpenEvent
@@ -89,7 +89,7 @@ class StreamStats:
 class StreamRunner:
     def __init__(
         self,
-        inspector: Inspector,
+        inspector: InspectorLike,
         source: FrameSource,
         sinks: list[Sink] | None = None,
         gate: EventGate | None = None,
@@ -373,7 +373,7 @@ class StreamRunner:
 
 
 def stream(
-    inspector: Inspector,
+    inspector: InspectorLike,
     source: FrameSource | int | str | Path,
     on_event=None,
     events: str | Path | None = None,

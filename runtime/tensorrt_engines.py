@@ -22,7 +22,7 @@ import importlib
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -32,6 +32,7 @@ from edge_anomaly import bundle_format as fmt
 from edge_anomaly.bundle import Bundle, open_bundle, seal_bundle
 from edge_anomaly.errors import BackendError
 from edge_anomaly.images import read_image
+from edge_anomaly.manifest import EngineEntry
 from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
 from edge_anomaly.placement import PLACE_COLUMNS
 
@@ -81,8 +82,8 @@ def build_engines(bundle_dir: Path, flavour: str, options: EngineOptions) -> Bun
     gpu = detect_gpu()
     if flavour == "full" and gpu is None:
         raise BackendError("full TensorRT builds engines for the GPU it runs on, and there is none here")
-    entries = [e for e in bundle.manifest.get("engines", []) if not _same_slot(e, flavour, options.precision)]
-    roles = {name: e["role"] for name, e in bundle.manifest["files"].items()}
+    entries = [e for e in bundle.manifest.engines if not _same_slot(e, flavour, options.precision)]
+    roles = {name: e.role for name, e in bundle.manifest.files.items()}
     for name in [n for n, r in roles.items() if r == fmt.ROLE_ENGINE and not _kept(n, entries)]:
         (bundle.root / name).unlink()  # the engine this build replaces
         del roles[name]
@@ -95,50 +96,49 @@ def build_engines(bundle_dir: Path, flavour: str, options: EngineOptions) -> Bun
             (bundle.root / name).write_bytes(plan)
             roles[name] = fmt.ROLE_ENGINE
             entries.append(_entry(trt, name, graph, flavour, options, shapes, gpu, time.perf_counter() - start, plan))
-    manifest = {**bundle.manifest, "engines": entries}
-    return seal_bundle(bundle.root, manifest, roles)
+    return seal_bundle(bundle.root, replace(bundle.manifest, engines=tuple(entries)), roles)
 
 
-def engine_fit(entry: dict, gpu: GpuInfo | None) -> str | None:
+def engine_fit(entry: EngineEntry, gpu: GpuInfo | None) -> str | None:
     """``None`` when the engine of ``entry`` can run here, else the reason it cannot."""
-    flavour = entry["flavour"]
+    flavour = entry.flavour
     try:
         trt = load_tensorrt(flavour)
     except BackendError as exc:
         return str(exc)
-    if trt.__version__ != entry["tensorrt_version"]:
+    if trt.__version__ != entry.tensorrt_version:
         return (
-            f"{entry['file']} was built with {flavour} TensorRT {entry['tensorrt_version']}, "
+            f"{entry.file} was built with {flavour} TensorRT {entry.tensorrt_version}, "
             f"this machine has {trt.__version__}: rebuild with edge-anomaly build-engine"
         )
     if gpu is None:
-        return f"{entry['file']} needs an NVIDIA GPU and none is visible (install cuda-python, check the driver)"
+        return f"{entry.file} needs an NVIDIA GPU and none is visible (install cuda-python, check the driver)"
     if flavour == "rtx" and not (gpu.compute_capability in RTX_COMPUTE_CAPABILITIES or gpu.compute_capability[0] >= 12):
         return (
-            f"{entry['file']} is a TensorRT-RTX engine; the {gpu.name} (compute capability {gpu.cc}) "
+            f"{entry.file} is a TensorRT-RTX engine; the {gpu.name} (compute capability {gpu.cc}) "
             "is not an RTX-class GPU (8.0, 8.6, 8.9, 12.x): build a full TensorRT engine on it"
         )
-    if flavour == "full" and gpu.cc not in entry["compute_capabilities"]:
+    if flavour == "full" and gpu.cc not in entry.compute_capabilities:
         return (
-            f"{entry['file']} was built for compute capability {', '.join(entry['compute_capabilities'])} "
-            f"({entry.get('gpu')}), this GPU is {gpu.name} ({gpu.cc}): rebuild on this device"
+            f"{entry.file} was built for compute capability {', '.join(entry.compute_capabilities)} "
+            f"({entry.gpu}), this GPU is {gpu.name} ({gpu.cc}): rebuild on this device"
         )
     return None
 
 
-def _same_slot(entry: dict, flavour: str, precision: str) -> bool:
-    return entry["flavour"] == flavour and entry["precision"] == precision
+def _same_slot(entry: EngineEntry, flavour: str, precision: str) -> bool:
+    return entry.flavour == flavour and entry.precision == precision
 
 
-def _kept(name: str, entries: list[dict]) -> bool:
-    return any(e["file"] == name for e in entries)
+def _kept(name: str, entries: list[EngineEntry]) -> bool:
+    return any(e.file == name for e in entries)
 
 
 def _profiles(bundle: Bundle, options: EngineOptions) -> dict[str, dict[str, tuple[tuple, tuple, tuple]]]:
     size = bundle.input_size
-    grid = bundle.manifest["encoder"]["grid"]
-    n, dim = grid[0] * grid[1], bundle.manifest["encoder"]["feature_dim"]
-    bank, row = int(bundle.manifest["memory_bank"]["size"]), dim + PLACE_COLUMNS
+    grid = bundle.manifest.encoder.grid
+    n, dim = grid[0] * grid[1], bundle.manifest.encoder.feature_dim
+    bank, row = bundle.manifest.memory_bank.size, dim + PLACE_COLUMNS
     b = options.max_batch
     return {
         "encoder": {fmt.ENCODER_INPUT: ((1, 3, size, size), (1, 3, size, size), (b, 3, size, size))},
@@ -164,7 +164,7 @@ def _graph_for_precision(bundle: Bundle, graph: str, options: EngineOptions, wor
 
 def _calibration_batches(bundle: Bundle, options: EngineOptions) -> list[dict[str, np.ndarray]]:
     """Calibration images (or, without any, the bundle's normal shots and their mirror images)."""
-    from edge_anomaly.few_shot import Preprocessing
+    from edge_anomaly.images import Preprocessing
 
     prep = Preprocessing(bundle.input_size, bundle.mean, bundle.std)
     images = [read_image(p) for p in options.calibration_images]
@@ -204,21 +204,21 @@ def _build(trt: ModuleType, onnx_path: Path, shapes: dict, options: EngineOption
     return bytes(plan)
 
 
-def _entry(trt, name, graph, flavour, options, shapes, gpu, seconds, plan) -> dict:
+def _entry(trt, name, graph, flavour, options, shapes, gpu, seconds, plan) -> EngineEntry:
     if flavour == "rtx":
         capabilities = [f"{a}.{b}" for a, b in RTX_COMPUTE_CAPABILITIES] + ["12.0+"]
     else:
         capabilities = [gpu.cc]
-    return {
-        "file": name,
-        "graph": graph,
-        "flavour": flavour,
-        "tensorrt_version": trt.__version__,
-        "precision": options.precision,
-        "profiles": {k: [list(s) for s in v] for k, v in shapes.items()},
-        "compute_capabilities": capabilities,
-        "gpu": gpu.name if gpu is not None else None,
-        "built_on": platform.node() or platform.platform(),
-        "build_seconds": round(seconds, 2),
-        "bytes": len(plan),
-    }
+    return EngineEntry(
+        file=name,
+        graph=graph,
+        flavour=flavour,
+        tensorrt_version=trt.__version__,
+        precision=options.precision,
+        profiles={k: [list(s) for s in v] for k, v in shapes.items()},
+        compute_capabilities=tuple(capabilities),
+        gpu=gpu.name if gpu is not None else None,
+        built_on=platform.node() or platform.platform(),
+        build_seconds=round(seconds, 2),
+        bytes=len(plan),
+    )

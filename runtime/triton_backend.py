@@ -129,6 +129,13 @@ class TritonBackend:
         batch = len(features)
         return features[:, 1:].reshape(batch, self._size, self._size), features[:, 0]
 
+    def close(self) -> None:
+        """Close this thread's client (each thread's own is closed with its thread-local storage)."""
+        client = getattr(self._local, "client", None)
+        if client is not None:
+            client.close()
+            self._local.client = None
+
     def _client(self):
         client = getattr(self._local, "client", None)
         if client is None:

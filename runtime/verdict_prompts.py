@@ -13,12 +13,9 @@ Both end where the model's answer starts; the answer ends at a newline.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from edge_anomaly.grounding import facts
-
-if TYPE_CHECKING:
-    from edge_anomaly.inspector import InspectionResult
+from edge_anomaly.result import InspectionResult
+from edge_anomaly.verdict_wording import defect_sentence, normal_sentence
 
 TUNED, FEW_SHOT = "tuned", "few-shot"
 STYLES = (TUNED, FEW_SHOT)
@@ -27,23 +24,21 @@ HISTORY_TURNS = 3  # follow-up answers keep the last few turns: bounded context
 VERDICT_EXAMPLES = (
     (
         "Object: screw. Score 0.41, threshold 0.55. Decision: normal. Regions: none.",
-        "The screw looks normal (score 0.41, below the threshold 0.55); pass it.",
+        normal_sentence("screw", "0.41", "0.55"),
     ),
     (
         "Object: cable. Score 1.31, threshold 0.90. Decision: anomalous. Regions: 2. Main region: bottom right, "
         "medium, 4.0% of the image.",
-        "The cable is defective: 2 anomalous regions, the main one at the bottom right covering 4.0% of the image "
-        "(score 1.31, above the threshold 0.90); reject it.",
+        defect_sentence("cable", 2, "bottom right", "medium", "4.0%", "1.31", "0.90"),
     ),
     (
         "Object: tile. Score 0.22, threshold 0.64. Decision: normal. Regions: none.",
-        "The tile looks normal (score 0.22, below the threshold 0.64); pass it.",
+        normal_sentence("tile", "0.22", "0.64"),
     ),
     (
         "Object: hazelnut. Score 0.97, threshold 0.62. Decision: anomalous. Regions: 1. Main region: top left, "
         "small, 1.2% of the image.",
-        "The hazelnut is defective: 1 anomalous region at the top left covering 1.2% of the image "
-        "(score 0.97, above the threshold 0.62); reject it.",
+        defect_sentence("hazelnut", 1, "top left", "small", "1.2%", "0.97", "0.62"),
     ),
 )
 ANSWER_EXAMPLES = (

@@ -16,8 +16,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge_anomaly.inspector import InspectionResult
-from edge_anomaly.verdicts import template_verdict
+from edge_anomaly.result import InspectionResult
+from edge_anomaly.verdict_wording import verdict_sentence
 
 from .priority import run_below_the_frame_loop
 
@@ -36,7 +36,7 @@ class TemplateProvider:
     name = "template"
 
     def verdict(self, result: InspectionResult) -> str:
-        return template_verdict(result)
+        return verdict_sentence(result)
 
 
 @dataclass(frozen=True)
@@ -129,4 +129,4 @@ class VerdictWorker:
 
     def _fallback(self, key: Hashable, result: InspectionResult, reason: str) -> None:
         self.counts[reason] += 1
-        self._ready.put(Verdict(key, template_verdict(result), "template", reason))
+        self._ready.put(Verdict(key, verdict_sentence(result), "template", reason))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_anomaly.fit_options import FitOptions
 from edge_anomaly.synthetic import generate_dataset
 
 TEST_SIZE = 128  # a 128 px encoder input keeps the suite fast; images are twice that, as cameras oversample
@@ -26,7 +27,9 @@ def bundle_dir(synth_root, tmp_path_factory) -> Path:
     from edge_anomaly.export.build_bundle import build_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "fabric"
-    build_bundle(synth_root / "fabric" / "train" / "good", out, shots=3, image_size=TEST_SIZE, object_name="fabric")
+    build_bundle(
+        synth_root / "fabric" / "train" / "good", out, 3, "fabric", FitOptions(image_size=TEST_SIZE)
+    )
     return out
 
 

@@ -8,6 +8,7 @@ import pytest
 from edge_anomaly import InputError
 from edge_anomaly.evaluation import load_test_set
 from edge_anomaly.few_shot import fit_normal_shots
+from edge_anomaly.fit_options import FitOptions
 from edge_anomaly.images import list_images, read_image
 from edge_anomaly.metrics import image_auroc
 from edge_anomaly.shot_views import AUTO_MAX_SHOTS, bank_limit, patch_sources, resolve_augmentation, shot_views
@@ -145,7 +146,7 @@ def test_zero_shot_batch_turns_its_most_typical_frames_into_shots(bundle_dir, li
     assert image_auroc(labels, np.array([r.score for r in batch.results])) > 0.8
     saved = open_bundle(insp.save(tmp_path / "bootstrapped").root)  # the picked frames are the new bundle's shots
     assert len(saved.files_of(fmt.ROLE_SHOT)) == PSEUDO_SHOTS and saved.threshold == insp.threshold
-    held_out = saved.manifest["threshold"]["normal_scores"]["count"]
+    held_out = saved.manifest.threshold.normal_scores.count
     assert held_out == 4 * PSEUDO_SHOTS + MIN_BOOTSTRAP_FRAMES - PSEUDO_SHOTS  # quarters, then presumed normal
 
 
@@ -166,8 +167,8 @@ def test_zero_shot_stream_learns_normal_from_the_line(inspector, synth_root):
     goods = list_images(synth_root / "fabric" / "test" / "good") + list_images(synth_root / "fabric" / "train" / "good")
     defects = [it.path for it in load_test_set(synth_root / "fabric") if it.is_anomalous]
     zero = ZeroShotInspector(inspector, window=16, bootstrap_after=None)
-    warmup = [zero.inspect(p) for p in goods[:MIN_FRAMES]]
-    assert not any(r.is_anomalous for r in warmup) and zero.ready
+    warmup = zero.inspect(goods[:MIN_FRAMES])  # a list is taken frame by frame
+    assert len(warmup) == MIN_FRAMES and not any(r.is_anomalous for r in warmup) and zero.ready
     normal = [zero.inspect(p) for p in goods[MIN_FRAMES:]]
     defect_results = [zero.inspect(p) for p in defects]
     normal_median = np.median([r.score for r in normal])
@@ -199,7 +200,7 @@ def test_zero_shot_stream_bootstraps_shots_from_unflagged_frames(bundle_dir, lin
 def test_eval_with_zero_shots_picks_shots_from_the_test_set(line_root):
     from edge_anomaly.evaluation import evaluate_category
 
-    report = evaluate_category(line_root, shots=0, image_size=128, progress=False)
+    report = evaluate_category(line_root, 0, FitOptions(image_size=128), progress=False)
     assert report["shots"] == 0 and report["threshold_method"].startswith(BOOTSTRAP_METHOD)
     assert len(report["zero_shot_picked"]) == PSEUDO_SHOTS
     assert all(p.startswith("test/good/") for p in report["zero_shot_picked"])
@@ -222,7 +223,7 @@ def test_cli_run_learns_shots_from_the_line_and_saves_them(bundle_dir, line_root
     learnt = open_bundle(out)
     assert (
         len(learnt.files_of(fmt.ROLE_SHOT)) == PSEUDO_SHOTS
-        and "presumed normal" in learnt.manifest["threshold"]["method"]
+        and "presumed normal" in learnt.manifest.threshold.method
     )
     assert main([*run, "--zero-shot", "--save-bundle", str(out)]) == 2  # never over an existing bundle
 
@@ -237,7 +238,7 @@ def test_presume_normal_raises_a_loaded_bundles_threshold_from_line_frames(bundl
     assert np.array_equal(insp.memory_bank, bank)  # the bundle's fit, redone, is the bundle's bank
     assert insp.threshold == calibration.threshold >= threshold and "8 frames presumed normal" in calibration.method
     saved = insp.save(tmp_path / "settled")
-    assert saved.threshold == insp.threshold and saved.manifest["threshold"]["normal_scores"]["count"] == 3 * 4 + 8
+    assert saved.threshold == insp.threshold and saved.manifest.threshold.normal_scores.count == 3 * 4 + 8
     with pytest.raises(InputError, match="at least 2 frames"):
         insp.presume_normal(frames[:1])
 
@@ -253,7 +254,7 @@ def test_cli_run_settles_given_shots_on_the_first_frames(bundle_dir, line_root, 
     assert main([*run, "--settle", "8", "--save-bundle", str(out)]) == 0
     assert "saved as" in capsys.readouterr().err
     settled = open_bundle(out)
-    assert "8 frames presumed normal" in settled.manifest["threshold"]["method"]
+    assert "8 frames presumed normal" in settled.manifest.threshold.method
     assert settled.threshold >= open_bundle(bundle_dir).threshold
     with pytest.raises(ValueError, match="at least 8 frames"):
         SettlingInspector(_fresh(bundle_dir), frames=4)
@@ -267,7 +268,8 @@ def test_settling_inspector_raises_the_threshold_after_its_frames(bundle_dir, li
     calls = []
     settling = SettlingInspector(insp, frames=8, on_settled=calls.append)
     goods = list_images(line_root / "test" / "good")
-    first = [settling.inspect(p) for p in goods[:8]]
+    first = settling.inspect(goods[:8])  # a list, frame by frame, as the stream would give them
+    assert isinstance(first, list) and len(first) == 8
     assert settling.settled and calls == [insp] and all(r.threshold == before for r in first)
     assert all(r.source == str(p) for r, p in zip(first, goods))
     later = settling.inspect(goods[8])

@@ -23,8 +23,10 @@ def bundle_copy(bundle_dir, tmp_path):
 
 
 def test_manifest_records_what_the_runtime_needs(bundle_dir):
-    m = open_bundle(bundle_dir).manifest
-    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 3
+    m = open_bundle(bundle_dir).manifest.to_json()  # what manifest.json holds, read back through the sections
+    assert m == json.loads((bundle_dir / "manifest.json").read_text())
+    assert m["format"] == "edge-anomaly-bundle" and m["format_version"] == 4
+    assert m["fit"]["augmentation"] == "auto" and m["fit"]["layout"] == "auto"  # as asked; memory_bank: as applied
     assert m["input"]["size"] == 128 and m["input"]["mean"] == [0.5, 0.5, 0.5]
     assert m["encoder"]["name"] == "lite0" and m["encoder"]["strides"] == [8, 16]
     # "auto": crops of a fine weave look alike at each place, so the shots count as aligned and take no views

@@ -130,6 +130,7 @@ def test_bench_writes_every_field_and_a_plot(bundle_dir, synth_root, tmp_path):
     run = report["runs"][0]
     assert run["image_size"] == 128 and run["shots"] == 3 and run["backend"].startswith(("onnxruntime", "openvino"))
     assert run["backend_reason"] and run["threads"] >= 1 and run["memory_bank_size"] > 0
+    assert run["backends_probed"]["onnxruntime-cpu"] is None and run["backends_probed"]["tensorrt"]  # no engines
     assert set(run["latency_ms"]) == {"preprocess", "encoder", "decoder", "findings", "total"}
     for stage in run["latency_ms"].values():
         assert 0 <= stage["p50"] <= stage["p95"] <= stage["p99"]

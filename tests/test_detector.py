@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from edge_anomaly.evaluation import evaluate_category, load_test_set
+from edge_anomaly.fit_options import FitOptions
 from edge_anomaly.images import read_image
+from edge_anomaly.manifest import as_json
 from edge_anomaly.metrics import image_auroc
 
 
 def test_fabric_defects_are_separated_and_localized(synth_root):
-    report = evaluate_category(synth_root / "fabric", shots=3, image_size=128, progress=False)
+    report = evaluate_category(synth_root / "fabric", 3, FitOptions(image_size=128), progress=False)
     assert report["image_auroc"] > 0.9
     assert report["pixel_auroc"] > 0.9
     assert report["pro"] > 0.7
@@ -20,7 +22,7 @@ def test_fabric_defects_are_separated_and_localized(synth_root):
 
 
 def test_grey_texture_defects_score_above_normals(synth_root):
-    report = evaluate_category(synth_root / "gravel", shots=4, image_size=128, progress=False)
+    report = evaluate_category(synth_root / "gravel", 4, FitOptions(image_size=128), progress=False)
     assert report["image_auroc"] > 0.7
     assert report["pixel_auroc"] > 0.85
 
@@ -72,8 +74,9 @@ def test_normal_scores_sit_below_defect_scores(synth_root, inspector):
 def test_threshold_is_calibrated_from_normals_alone(synth_root, tmp_path, shots):
     from edge_anomaly.export.build_bundle import build_bundle
 
-    bundle = build_bundle(synth_root / "fabric" / "train" / "good", tmp_path / "b", shots=shots, image_size=128)
-    t = bundle.manifest["threshold"]
+    normal = synth_root / "fabric" / "train" / "good"
+    bundle = build_bundle(normal, tmp_path / "b", shots, options=FitOptions(image_size=128))
+    t = as_json(bundle.manifest.threshold)
     assert "each quarter of each shot" in t["method"]
-    assert t["value"] == pytest.approx(t["normal_scores"]["max"] * t["margin"])
+    assert t["value"] == pytest.approx(t["normal_scores"]["max"]) and "margin" not in t
     assert t["normal_scores"]["count"] == 4 * shots

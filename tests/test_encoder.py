@@ -57,7 +57,7 @@ def test_onnx_graphs_match_torch(tmp_path):
     encoder_path, decoder_path = export_onnx(graphs, tmp_path)
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32)
-    features = rng.normal(0, 0.1, (300, graphs.manifest["encoder"]["feature_dim"]))
+    features = rng.normal(0, 0.1, (300, graphs.sections.encoder.feature_dim))
     places = rng.integers(0, 16, (300, 2))
     reach = rng.choice([1.0, REACH, EVERYWHERE], (300, 1))  # aligned and free rows: the reach mask runs in ONNX too
     bank = np.concatenate([features, places, reach], axis=1).astype(np.float32)
@@ -70,7 +70,7 @@ def test_onnx_graphs_match_torch(tmp_path):
     features_onnx = encoder.run(None, {"image": images})[0]
     map_onnx, score_onnx = decoder.run(None, {"features": features_onnx, "memory_bank": bank})
 
-    assert features_onnx.shape == (2, 16 * 16, graphs.manifest["encoder"]["feature_dim"])
+    assert features_onnx.shape == (2, 16 * 16, graphs.sections.encoder.feature_dim)
     assert np.abs(features_onnx - features_torch.numpy()).max() < ONNX_TOLERANCE
     assert map_onnx.shape == (2, 128, 128)
     assert np.abs(map_onnx - map_torch.numpy()).max() < ONNX_TOLERANCE
@@ -81,7 +81,7 @@ def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
     graphs = build_graphs("lite0", 64, head_weight=0.0)
     _, decoder_path = export_onnx(graphs, tmp_path)
     decoder = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
-    dim = graphs.manifest["encoder"]["feature_dim"]
+    dim = graphs.sections.encoder.feature_dim
     features = np.zeros((1, 64, dim), np.float32)
     for size in (1, 17, 5000):
         bank = np.concatenate([np.ones((size, dim)), np.tile([0, 0, EVERYWHERE], (size, 1))], axis=1)
@@ -93,8 +93,8 @@ def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
 
 
 def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
+    from edge_anomaly.export.head_model import HEAD_WEIGHT, load_head
     from edge_anomaly.export.onnx_export import MEAN, STD
-    from edge_anomaly.export.text_free_head import HEAD_WEIGHT, load_head
     from edge_anomaly.images import preprocess
     from edge_anomaly.synthetic import add_defect, normal_image, texture_source
 
@@ -103,8 +103,8 @@ def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
     normal = normal_image(source, 256, rng)
     defective, mask = add_defect(normal_image(source, 256, rng), "cut", rng)
     with_head, plain = build_graphs("lite0", 256), build_graphs("lite0", 256, head_weight=0.0)
-    assert with_head.manifest["decoder"]["text_free_head"]["weight"] == HEAD_WEIGHT
-    assert plain.manifest["decoder"]["text_free_head"] is None
+    assert with_head.sections.decoder.text_free_head.weight == HEAD_WEIGHT
+    assert plain.sections.decoder.text_free_head is None
     batch = np.stack([preprocess(im, 256, MEAN, STD) for im in (normal, defective)])
     with torch.no_grad():
         features = with_head.encoder(torch.from_numpy(batch))
@@ -122,11 +122,11 @@ def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
 def test_text_free_head_only_joins_the_encoder_it_was_trained_on():
     with pytest.raises(ValueError, match="head weight"):
         build_graphs("lite1", 64, head_weight=0.5)
-    assert build_graphs("lite1", 64).manifest["decoder"]["text_free_head"] is None
+    assert build_graphs("lite1", 64).sections.decoder.text_free_head is None
 
 
 def test_text_free_head_round_trips_as_plain_arrays(tmp_path):
-    from edge_anomaly.export.text_free_head import ASSET, load_head, save_head
+    from edge_anomaly.export.head_model import ASSET, load_head, save_head
 
     with np.load(ASSET, allow_pickle=False) as arrays:  # the shipped asset holds no pickled object
         assert arrays["prototypes"].shape[:2] == (2, 2)

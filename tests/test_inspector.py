@@ -19,7 +19,7 @@ def test_result_fields_agree_with_each_other(inspector, synth_root):
     assert set(r.latency_ms) == {"preprocess", "encoder", "decoder", "findings"}
     d = r.to_dict()
     assert {"image", "score", "threshold", "is_anomalous", "location", "regions"} <= set(d)
-    assert "anomalous" in r.verdict() and r.location in r.verdict()
+    assert "anomalous" in inspector.verdict(r) and r.location in inspector.verdict(r)
 
 
 def test_normal_result_has_no_regions_and_says_so(inspector, synth_root):
@@ -27,7 +27,7 @@ def test_normal_result_has_no_regions_and_says_so(inspector, synth_root):
     passed = [r for r in results if not r.is_anomalous]
     assert len(passed) >= 4
     for r in passed:
-        assert r.regions == () and r.location == "none" and "normal" in r.verdict()
+        assert r.regions == () and r.location == "none" and "normal" in inspector.verdict(r)
 
 
 def test_batch_equals_one_by_one(inspector, synth_root):
@@ -55,13 +55,13 @@ def test_add_normal_shots_refits_without_reexport(bundle_dir, synth_root, tmp_pa
     assert insp.threshold == calibration.threshold and len(calibration.normal_scores) == 4 * 4
     saved = insp.save(tmp_path / "refit")
     reopened = open_bundle(saved.root)
-    assert reopened.manifest["memory_bank"]["shots"] == 4
-    assert reopened.manifest["memory_bank"]["augmentation"] == "none"
-    bank = reopened.manifest["memory_bank"]
-    assert (bank["layout"], bank["layout_requested"]) == ("aligned", "auto")
+    bank = reopened.manifest.memory_bank
+    assert bank.shots == 4 and bank.augmentation == "none"
+    assert (bank.layout, reopened.manifest.fit.layout) == ("aligned", "auto")  # applied, and as asked
+    assert reopened.manifest.shot_sources[-1] == "given on the edge box" and reopened.manifest.engines == ()
     assert reopened.threshold == pytest.approx(calibration.threshold)
     original = open_bundle(bundle_dir)
-    assert reopened.manifest["files"]["encoder.onnx"]["sha256"] == original.manifest["files"]["encoder.onnx"]["sha256"]
+    assert reopened.manifest.files["encoder.onnx"].sha256 == original.manifest.files["encoder.onnx"].sha256
 
 
 def test_add_normal_shots_needs_images(inspector):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from edge_anomaly import Inspector, open_bundle
-from edge_anomaly.findings import Region
-from edge_anomaly.grounding import check, check_answer
-from edge_anomaly.inspector import InspectionResult
-from edge_anomaly.verdicts import template_verdict
+from edge_anomaly.grounding import answer_disagreements, disagreements
+from edge_anomaly.manifest import as_json
+from edge_anomaly.result import InspectionResult, Region
+from edge_anomaly.verdict_wording import verdict_sentence
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -27,7 +27,7 @@ def _finding(anomalous: bool, location: str = "top left", area: float = 0.012) -
 @pytest.mark.parametrize("anomalous", [True, False])
 def test_template_verdicts_pass_the_guard(anomalous):
     result = _finding(anomalous)
-    assert check(template_verdict(result), result) == []
+    assert disagreements(verdict_sentence(result), result) == []
 
 
 @pytest.mark.parametrize(
@@ -45,24 +45,24 @@ def test_template_verdicts_pass_the_guard(anomalous):
     ],
 )
 def test_guard_catches_untrue_verdicts(anomalous, text, problem):
-    assert any(problem in p for p in check(text, _finding(anomalous)))
+    assert any(problem in p for p in disagreements(text, _finding(anomalous)))
 
 
 def test_guard_accepts_a_faithful_free_wording():
     result = _finding(True, "center", 0.04)
     text = "The bottle is defective: 1 anomalous region at the center covering 4.0% of the image; reject it."
-    assert check(text, result) == []
-    assert check("No defect found, the bottle is fine.", _finding(False)) == []
-    assert check("El defecto está arriba a la izquierda (top left), 1.2% de la imagen.", _finding(True)) == []
+    assert disagreements(text, result) == []
+    assert disagreements("No defect found, the bottle is fine.", _finding(False)) == []
+    assert disagreements("El defecto está arriba a la izquierda (top left), 1.2% de la imagen.", _finding(True)) == []
 
 
 def test_ask_without_a_model_states_the_measurement(inspector, synth_root):
-    result = Inspector.load(inspector.bundle.root, backend="onnxruntime-cpu", llm="none").inspect(
-        next((synth_root / "fabric" / "test" / "cut").iterdir())
-    )
-    answer = result.ask("How large is it?")
+    quiet = Inspector.load(inspector.bundle.root, backend="onnxruntime-cpu", llm="none")
+    result = quiet.inspect(next((synth_root / "fabric" / "test" / "cut").iterdir()))
+    conversation = quiet.chat(result)
+    answer = conversation.ask("How large is it?")
     assert "no language model" in answer and result.location in answer
-    assert result.conversation == [("How large is it?", answer)]
+    assert conversation.turns == [("How large is it?", answer)]
 
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -74,7 +74,7 @@ def test_hf_model_becomes_a_q4_k_m_gguf_in_the_bundle(tiny_llama, bundle_dir, tm
     root = tmp_path / "b"
     shutil.copytree(bundle_dir, root)
     bundle = add_llm(root, str(tiny_llama), "q4_k_m")
-    assert bundle.manifest["llm"] == {
+    assert as_json(bundle.manifest.llm) == {
         "file": "llm.gguf",
         "source": str(tiny_llama),
         "quantization": "q4_k_m",
@@ -82,13 +82,13 @@ def test_hf_model_becomes_a_q4_k_m_gguf_in_the_bundle(tiny_llama, bundle_dir, tm
         "adapter": None,
         "prompt": "few-shot",
     }
-    assert bundle.manifest["files"]["llm.gguf"]["role"] == "llm"
+    assert bundle.manifest.files["llm.gguf"].role == "llm"
     f16 = 2 * sum(p.stat().st_size for p in tiny_llama.glob("*.safetensors")) // 4  # f32 weights -> f16 size
     assert (root / "llm.gguf").stat().st_size < f16  # really quantized
     insp = Inspector.load(root, backend="onnxruntime-cpu")
     result = insp.inspect(next((synth_root / "fabric" / "test" / "cut").iterdir()))
-    verdict = result.verdict()  # random weights write nonsense: the guard must catch it
-    assert check(verdict, result) == []
+    verdict = insp.verdict(result)  # random weights write nonsense: the guard must catch it
+    assert disagreements(verdict, result) == []
     counts = insp.narrator.model.counts
     assert counts["faithful"] + counts["steered"] + counts["template"] == 1
 
@@ -106,7 +106,7 @@ def test_a_model_that_crashes_llama_cpp_is_refused_and_the_caller_lives(tiny_lla
     (tmp_path / "junk.gguf").write_bytes(b"GGUF" + b"\0" * 100)
     with pytest.raises(LLMExportError, match="load check failed"):
         add_llm(root, str(tmp_path / "junk.gguf"))
-    assert "llm" not in open_bundle(root).manifest  # the bundle is unchanged and still valid
+    assert open_bundle(root).manifest.llm is None  # the bundle is unchanged and still valid
 
 
 def test_not_a_model_folder_is_refused(bundle_dir, tmp_path):
@@ -134,7 +134,7 @@ def test_default_model_states_the_right_decision_and_location(default_model, ins
     traces = [default_model.generate(r) for r in inspector.inspect(items)]
     results = inspector.inspect(items)
     for trace, result in zip(traces, results):
-        assert check(trace.text, result) == [], trace.text
+        assert disagreements(trace.text, result) == [], trace.text
         if result.is_anomalous:
             assert result.location in trace.text and "reject" in trace.text.lower()
         else:
@@ -150,7 +150,7 @@ def test_follow_up_answers_stay_grounded(default_model, inspector, synth_root):
         answer = default_model.ask(result, history, question)
         history.append((question, answer))
         assert answer
-        problems = check_answer(answer, result)
+        problems = answer_disagreements(answer, result)
         assert problems == [] or answer.startswith("I can only state what was measured")
 
 

@@ -119,7 +119,7 @@ def test_frames_presumed_normal_are_evidence_for_the_layout(inspector):
     moved = [np.ascontiguousarray(np.roll(_printed_part(rng), 64 * k, axis=(0, 1))) for k in (1, 2)]
     prep, backend = inspector.preprocessing, inspector.backend
     alone = fit_normal_shots(backend, shots, prep)
-    with_line = fit_normal_shots(backend, shots, prep, presumed_normal=encode_images(backend, moved, prep))
+    with_line = fit_normal_shots(backend, shots, prep, presumed_features=encode_images(backend, moved, prep))
     assert alone.layout == "aligned"
     assert with_line.layout == "free" and with_line.aligned_share < ALIGNED_SHARE
     assert len(with_line.memory_bank) == len(fit_normal_shots(backend, shots, prep, layout="free").memory_bank)

@@ -18,7 +18,7 @@ import edge_anomaly.runtime.triton_backend, edge_anomaly.runtime.triton_server, 
 insp = Inspector.load(sys.argv[1], backend="onnxruntime-cpu")
 result = insp.inspect(np.zeros((96, 96, 3), np.uint8))
 insp.add_normal_shots([np.full((96, 96), 128, np.uint8)])
-result.verdict()
+insp.verdict(result)
 main(["inspect", sys.argv[1], sys.argv[2], "--json"])
 main(["bench", sys.argv[1], "--frames", "10", "--warmup", "2"])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "optimum", "tensorflow"))

@@ -299,3 +299,34 @@ def test_the_pipelined_stream_gives_the_serial_streams_events_and_scores(inspect
     assert [s[0] for s in piped_scores] == list(range(60))  # every frame, in capture order
     assert piped_scores == serial_scores  # bit for bit: the same graphs on the same features
     assert piped_events == serial_events
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.closed = False
+
+    def handle(self, event) -> None:
+        self.kinds.append(event.kind)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Broken(_Recorder):
+    def handle(self, event) -> None:
+        raise RuntimeError("dashboard down")
+
+
+def test_a_user_sink_that_fails_is_logged_and_skipped_and_the_others_get_every_record(
+    inspector, line_frames, tmp_path, caplog
+):
+    broken, recorder = _Broken(), _Recorder()
+    runner = inspector.stream(
+        IterableSource(line_frames), events=tmp_path / "e.jsonl", sinks=[broken, recorder], gate=_gate()
+    )
+    events = list(runner)
+    assert recorder.kinds == [e.kind for e in events] and recorder.kinds[-1] == "stream_end"
+    assert [r["type"] for r in read_events(tmp_path / "e.jsonl")] == recorder.kinds  # the log lost nothing
+    assert broken.closed and recorder.closed
+    assert "sink _Broken failed" in caplog.text and "dashboard down" in caplog.text

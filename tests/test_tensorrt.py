@@ -4,11 +4,13 @@ and execution where a fitting GPU exists (skipped, with the reason, elsewhere)."
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from edge_anomaly import BackendError, BundleError, Inspector, open_bundle
+from edge_anomaly.manifest import EngineEntry, as_json
 from edge_anomaly.runtime.gpu_info import GpuInfo, detect_gpu
 
 trt_rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed")
@@ -26,15 +28,15 @@ def engine_bundle(bundle_dir, tmp_path_factory):
 
 def test_rtx_engines_build_on_a_cpu_only_host_and_are_recorded(engine_bundle):
     bundle = open_bundle(engine_bundle)
-    engines = {e["graph"]: e for e in bundle.manifest["engines"]}
+    engines = {e.graph: as_json(e) for e in bundle.manifest.engines}
     assert set(engines) == {"encoder", "decoder"}
     for entry in engines.values():
         assert entry["flavour"] == "rtx" and entry["precision"] == "fp16"
         assert entry["tensorrt_version"] == trt_rtx.__version__
         assert "8.6" in entry["compute_capabilities"] and "8.7" not in entry["compute_capabilities"]
         assert entry["bytes"] == (engine_bundle / entry["file"]).stat().st_size > 100_000
-        assert bundle.manifest["files"][entry["file"]]["role"] == "engine"
-    bank = bundle.manifest["memory_bank"]["size"]
+        assert bundle.manifest.files[entry["file"]].role == "engine"
+    bank = bundle.manifest.memory_bank.size
     assert engines["encoder"]["profiles"]["image"] == [[1, 3, 128, 128], [1, 3, 128, 128], [4, 3, 128, 128]]
     # bank rows: 152 feature columns, then place and reach
     assert engines["decoder"]["profiles"]["memory_bank"] == [[1, 155], [bank, 155], [8192, 155]]
@@ -49,7 +51,7 @@ def test_precisions_coexist_and_a_rebuild_replaces_its_own_slot(engine_bundle, t
     build_engines(root, "rtx", EngineOptions(precision="int8", max_batch=2, calibration_cache=cache))
     assert cache.read_bytes() == first  # calibration reused, not recomputed
     bundle = open_bundle(root)  # verifies: no stale or unlisted engine files
-    slots = sorted((e["graph"], e["precision"]) for e in bundle.manifest["engines"])
+    slots = sorted((e.graph, e.precision) for e in bundle.manifest.engines)
     assert slots == [("decoder", "fp16"), ("decoder", "int8"), ("encoder", "fp16"), ("encoder", "int8")]
 
 
@@ -74,7 +76,7 @@ def test_without_a_fitting_gpu_auto_says_why_and_falls_back(engine_bundle):
     ],
 )
 def test_rtx_engine_fit_by_compute_capability(engine_bundle, gpu, fits):
-    entry = open_bundle(engine_bundle).manifest["engines"][0]
+    entry = open_bundle(engine_bundle).manifest.engines[0]
     reason = engine_fit(entry, gpu)
     assert (reason is None) == fits
     if not fits:
@@ -82,7 +84,7 @@ def test_rtx_engine_fit_by_compute_capability(engine_bundle, gpu, fits):
 
 
 def test_engine_of_another_tensorrt_version_is_refused_with_advice(engine_bundle):
-    entry = dict(open_bundle(engine_bundle).manifest["engines"][0], tensorrt_version="0.9.0")
+    entry = replace(open_bundle(engine_bundle).manifest.engines[0], tensorrt_version="0.9.0")
     reason = engine_fit(entry, GpuInfo("NVIDIA GeForce RTX 4090", (8, 9)))
     assert "built with rtx TensorRT 0.9.0" in reason and "build-engine" in reason
 
@@ -94,13 +96,19 @@ def test_full_tensorrt_engine_is_tied_to_its_gpu(monkeypatch):
     from edge_anomaly.runtime import tensorrt_engines
 
     monkeypatch.setattr(tensorrt_engines, "load_tensorrt", lambda flavour: types.SimpleNamespace(__version__="10.3.0"))
-    entry = {
-        "file": "encoder.full.fp16.engine",
-        "flavour": "full",
-        "tensorrt_version": "10.3.0",
-        "compute_capabilities": ["8.7"],
-        "gpu": "Orin",
-    }
+    entry = EngineEntry(
+        file="encoder.full.fp16.engine",
+        graph="encoder",
+        flavour="full",
+        tensorrt_version="10.3.0",
+        precision="fp16",
+        profiles={},
+        compute_capabilities=("8.7",),
+        gpu="Orin",
+        built_on="orin",
+        build_seconds=1.0,
+        bytes=1,
+    )
     assert engine_fit(entry, GpuInfo("Orin", (8, 7))) is None
     reason = engine_fit(entry, GpuInfo("NVIDIA A100", (8, 0)))
     assert "built for compute capability 8.7 (Orin)" in reason and "rebuild on this device" in reason
@@ -131,7 +139,7 @@ def test_full_flavour_needs_tensorrt_installed(bundle_dir, tmp_path):
 @pytest.mark.gpu
 def test_tensorrt_matches_onnxruntime_on_a_fitting_gpu(engine_bundle, synth_root):
     gpu = detect_gpu()
-    entry = open_bundle(engine_bundle).manifest["engines"][0]
+    entry = open_bundle(engine_bundle).manifest.engines[0]
     reason = engine_fit(entry, gpu)
     if reason is not None:
         pytest.skip(f"no GPU here fits the TensorRT-RTX engine: {reason}")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_anomaly.findings import GRID_WORDS, Region
-from edge_anomaly.grounding import check
-from edge_anomaly.inspector import InspectionResult
+from edge_anomaly.findings import GRID_WORDS
+from edge_anomaly.grounding import disagreements
+from edge_anomaly.result import InspectionResult, Region
 
 LOCATIONS = [w for row in GRID_WORDS for w in row]
 
@@ -55,7 +55,7 @@ def test_every_training_target_passes_the_guard():
     rng = random.Random(0)
     for result in _findings():
         for _ in range(5):
-            assert check(verdict_text(result, rng), result) == []
+            assert disagreements(verdict_text(result, rng), result) == []
 
 
 peft = pytest.importorskip("peft", reason="peft is needed to train adapters")

@@ -1,0 +1,123 @@
+"""What every command's parser shares: the usage-error contract, value parsers and the option groups.
+
+The fit options come from ``FitOptions`` (one flag per field, added once here),
+so ``export``, ``eval`` and the accuracy benchmark offer the same flags with the
+same defaults and checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from edge_anomaly.bundle_format import FEATURE_NORMS
+from edge_anomaly.fit_options import DEFAULT_FIT, FitOptions
+from edge_anomaly.placement import LAYOUTS
+from edge_anomaly.shot_views import AUGMENTATIONS
+
+EXIT_USAGE = 2  # every mistake a user can fix: one line on stderr, this status
+
+BACKEND_HELP = (
+    "auto, tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, openvino, or triton://host:8000/MODEL "
+    "(the graphs on an edge-anomaly serve server; triton+grpc://host:8001/MODEL for gRPC)"
+)
+FIT_HELP = {
+    "image_size": "encoder input side, a multiple of 16",
+    "encoder": "lite0, lite1, lite2 or a .pth checkpoint",
+    "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images",
+    "layout": "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, "
+    "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
+    "head_weight": "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 "
+    "with lite0)",
+    "feature_norm": "'stage': each stage's features L2-normalised (the default); 'none': as PatchCore keeps them",
+    "max_bank": "most patches the memory bank keeps (greedy coreset past it)",
+    "seed": "seed for choosing shots",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage mistakes end in one line and exit 2, as every other mistake does."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def image_size(text: str) -> int:
+    value = at_least(64)(text)
+    if value % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number up to 65535, got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """A finite number of at least 0 (a threshold, a weight): NaN and infinity are refused here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
+    return value
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> None:
+    """One flag per ``FitOptions`` field (``seed`` False: the caller has its own, e.g. a list of seeds)."""
+    d = DEFAULT_FIT
+    parser.add_argument("--image-size", type=image_size, default=d.image_size, help=FIT_HELP["image_size"])
+    parser.add_argument("--encoder", default=d.encoder, help=FIT_HELP["encoder"])
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=d.augmentation, help=FIT_HELP["augmentation"])
+    parser.add_argument("--layout", choices=LAYOUTS, default=d.layout, help=FIT_HELP["layout"])
+    parser.add_argument("--head-weight", type=non_negative, default=d.head_weight, help=FIT_HELP["head_weight"])
+    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=d.feature_norm, help=FIT_HELP["feature_norm"])
+    parser.add_argument("--max-bank", type=at_least(1), default=d.max_bank, help=FIT_HELP["max_bank"])
+    if seed:
+        parser.add_argument("--seed", type=int, default=d.seed, help=FIT_HELP["seed"])
+
+
+def fit_options(args: argparse.Namespace, seed: int | None = None) -> FitOptions:
+    """The ``FitOptions`` the flags of ``add_fit_arguments`` give (``seed``: instead of ``--seed``)."""
+    return FitOptions(
+        image_size=args.image_size,
+        encoder=args.encoder,
+        augmentation=args.augment,
+        layout=args.layout,
+        head_weight=args.head_weight,
+        feature_norm=args.feature_norm,
+        max_bank=args.max_bank,
+        seed=args.seed if seed is None else seed,
+    )
+
+
+def add_backend_argument(parser: argparse.ArgumentParser, help: str = BACKEND_HELP) -> None:
+    parser.add_argument("--backend", default="auto", help=help)
+
+
+def add_trusted_key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        metavar="PUB",
+        help="Ed25519 public key (PEM); repeatable. Then only a bundle signed by one of them is opened",
+    )

@@ -1,0 +1,86 @@
+"""How a detector is fitted to normal shots: one set of options for export, eval, refit and the benchmarks.
+
+The options are stored once in the manifest (its ``fit`` section) as they were
+asked for, so a refit on the edge box (``Inspector.add_normal_shots``) decides
+``auto`` again from the new shots, while the ``memory_bank`` section records
+what was applied. The CLI adds one flag per field (``cli.parsing``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
+from .errors import InputError
+from .memory_bank import DEFAULT_MAX_SIZE
+from .placement import DEFAULT_LAYOUT, LAYOUTS
+from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
+
+DEFAULT_STAGES = (2, 4)  # EfficientNet-Lite stages at strides 8 and 16
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """``head_weight`` None: the encoder's default (0.25 with lite0 on the default stages, else 0)."""
+
+    image_size: int = 256
+    encoder: str = "lite0"
+    stages: tuple[int, ...] = DEFAULT_STAGES
+    augmentation: str = DEFAULT_AUGMENTATION
+    layout: str = DEFAULT_LAYOUT
+    head_weight: float | None = None
+    feature_norm: str = DEFAULT_FEATURE_NORM
+    max_bank: int = DEFAULT_MAX_SIZE
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise InputError(f"fit options: {problem}")
+
+    def problem(self) -> str | None:
+        """What is wrong with these options, or None; checked before any work is done."""
+        if not _whole(self.image_size) or self.image_size < 64 or self.image_size % 16:
+            return f"image_size must be a multiple of 16 of at least 64, got {self.image_size!r}"
+        if not isinstance(self.encoder, str) or not self.encoder:
+            return f"encoder must be a name or a checkpoint path, got {self.encoder!r}"  # export.encoders knows which
+        if not self.stages or not all(_whole(s) and 0 <= s <= 6 for s in self.stages):
+            return f"stages must be EfficientNet-Lite stage numbers 0-6, got {self.stages!r}"
+        for name, value, choices in (
+            ("augmentation", self.augmentation, AUGMENTATIONS),
+            ("layout", self.layout, LAYOUTS),
+            ("feature_norm", self.feature_norm, FEATURE_NORMS),
+        ):
+            if value not in choices:
+                return f"{name} must be one of {choices}, got {value!r}"
+        weight = self.head_weight
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+            return f"head_weight must be a number of at least 0 or None, got {weight!r}"
+        if not _whole(self.max_bank) or self.max_bank < 1:
+            return f"max_bank must be a positive whole number, got {self.max_bank!r}"
+        if not _whole(self.seed):
+            return f"seed must be a whole number, got {self.seed!r}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "stages": list(self.stages)}
+
+    @classmethod
+    def from_json(cls, section: dict[str, Any]) -> FitOptions:
+        """The manifest's ``fit`` section; unknown keys are refused (``InputError``, named by the caller)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise InputError(f"unknown fit option(s) {unknown}")
+        values = dict(section)
+        if isinstance(values.get("stages"), list):
+            values["stages"] = tuple(values["stages"])
+        return cls(**values)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+DEFAULT_FIT = FitOptions()
