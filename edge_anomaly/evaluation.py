@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -102,41 +102,31 @@ def evaluate_category(
         )
         build_s = time.perf_counter() - start
         inspector = Inspector(bundle, backend)
-        labels, scores, decisions, masks, maps, thresholds, rule_scores = [], [], [], [], [], [], []
-        shown = {0: 0, 1: 0}
-        resized_masks = 0
         method, picked = bundle.manifest.threshold.method, []
-        bar = tqdm(total=len(items), desc=f"eval {category.name} {shots}-shot", disable=not progress, leave=False)
         if shots == 0:
             batch = mutual_results(inspector, [it.path for it in items], references=zero_shot_references)
             method, batches = batch.method, [(items, batch.results)]
             picked = [str(items[i].path.relative_to(category)) for i in batch.shot_indices]
         else:
             batches = _inspected(inspector, items)
-        for chunk, results in batches:
-            for item, result in zip(chunk, results):
-                thresholds.append(result.threshold)
-                labels.append(int(item.is_anomalous))
-                scores.append(result.score)
-                decisions.append(int(result.is_anomalous))
-                mask, score_map, resized = _metric_pair(item, result.anomaly_map)
-                resized_masks += resized
-                label = int(item.is_anomalous)
-                if overlays is not None and shown[label] < OVERLAYS_PER_CLASS:
-                    shown[label] += 1
-                    save_overlay(item.path, result, overlays, f"{category.name}_{item.defect_type}_{item.path.stem}")
-                masks.append(mask)
-                maps.append(score_map)
-                rule_scores.append(score_rules(result.anomaly_map))
-            bar.update(len(chunk))
-        bar.close()
-    if resized_masks:
+        scored = _Scored()
+        shown = {False: 0, True: 0}
+        desc = f"eval {category.name} {shots}-shot"
+        with tqdm(total=len(items), desc=desc, disable=not progress, leave=False) as bar:
+            for chunk, results in batches:
+                for item, result in zip(chunk, results):
+                    scored.add(item, result)
+                    if overlays is not None and shown[item.is_anomalous] < OVERLAYS_PER_CLASS:
+                        shown[item.is_anomalous] += 1
+                        name = f"{category.name}_{item.defect_type}_{item.path.stem}"
+                        save_overlay(item.path, result, overlays, name)
+                bar.update(len(chunk))
+    if scored.resized_masks:
         print(
-            f"eval {category.name}: warning: {resized_masks} ground-truth masks are not the size of their images; "
-            "they were resized to them (nearest neighbour) before scoring",
+            f"eval {category.name}: warning: {scored.resized_masks} ground-truth masks are not the size of their "
+            "images; they were resized to them (nearest neighbour) before scoring",
             file=sys.stderr,
         )
-    labels_a, scores_a = np.asarray(labels), np.asarray(scores)
     return {
         "category": category.name,
         "shots": shots,
@@ -148,27 +138,59 @@ def evaluate_category(
         "aligned_share": inspector.aligned_share,
         "text_free_head": as_json(bundle.manifest.decoder.text_free_head),
         "backend": inspector.backend_name,
-        "threshold": float(np.median(thresholds)),
+        "threshold": float(np.median(scored.thresholds)),
         "threshold_method": method,
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
         "zero_shot_references": zero_shot_references if shots == 0 else None,
         "feature_norm": options.feature_norm,
-        "image_auroc": metrics.image_auroc(labels_a, scores_a),
-        "image_auroc_by_rule": {  # the study of image scores (docs/accuracy.md), from the same maps
-            rule: metrics.image_auroc(labels_a, np.array([r[rule] for r in rule_scores])) for rule in SCORE_RULES
-        },
-        "pixel_auroc": metrics.pixel_auroc(masks, maps),
-        "pro": metrics.au_pro(masks, maps),
-        **metrics.decision_metrics(labels_a, np.asarray(decisions)),
-        "best_accuracy": metrics.best_accuracy(labels_a, scores_a),
-        "count_normal": int((labels_a == 0).sum()),
-        "count_anomalous": int((labels_a == 1).sum()),
+        **scored.metrics(),
         "build_seconds": round(build_s, 2),
         "per_image": [
             {"image": str(it.path.relative_to(category)), "label": lab, "score": round(sc, 6)}
-            for it, lab, sc in zip(items, labels, scores)
+            for it, lab, sc in zip(items, scored.labels, scored.scores)
         ],
     }
+
+
+@dataclass
+class _Scored:
+    """What the test set gave, image by image, in the order inspected."""
+
+    labels: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    decisions: list[int] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    maps: list[np.ndarray] = field(default_factory=list)
+    rule_scores: list[dict[str, float]] = field(default_factory=list)
+    resized_masks: int = 0
+
+    def add(self, item: LabelledImage, result) -> None:
+        self.labels.append(int(item.is_anomalous))
+        self.scores.append(result.score)
+        self.decisions.append(int(result.is_anomalous))
+        self.thresholds.append(result.threshold)
+        mask, score_map, resized = _metric_pair(item, result.anomaly_map)
+        self.masks.append(mask)
+        self.maps.append(score_map)
+        self.resized_masks += resized
+        self.rule_scores.append(score_rules(result.anomaly_map))
+
+    def metrics(self) -> dict:
+        labels, scores = np.asarray(self.labels), np.asarray(self.scores)
+        return {
+            "image_auroc": metrics.image_auroc(labels, scores),
+            "image_auroc_by_rule": {  # the study of image scores (docs/accuracy.md), from the same maps
+                rule: metrics.image_auroc(labels, np.array([r[rule] for r in self.rule_scores]))
+                for rule in SCORE_RULES
+            },
+            "pixel_auroc": metrics.pixel_auroc(self.masks, self.maps),
+            "pro": metrics.au_pro(self.masks, self.maps),
+            **metrics.decision_metrics(labels, np.asarray(self.decisions)),
+            "best_accuracy": metrics.best_accuracy(labels, scores),
+            "count_normal": int((labels == 0).sum()),
+            "count_anomalous": int((labels == 1).sum()),
+        }
 
 
 METRIC_KEYS = (

@@ -72,11 +72,20 @@ def select_backend(bundle: Bundle, backend: str = "auto", threads: int = 0) -> B
     if backend == "onnxruntime":  # ONNX Runtime on whatever device it has
         backend = "onnxruntime-cuda" if _onnxruntime_problem(bundle, "cuda") is None else "onnxruntime-cpu"
     if backend != "auto":
-        entry = next(e for e in TABLE if e.name == backend)
-        problem = entry.probe(bundle)
-        if problem:
-            raise BackendError(f"{backend} cannot run here: {problem}")
-        return BackendChoice(entry.make(bundle, threads).backend, f"asked for {backend}")
+        return _by_name(bundle, backend, threads)
+    return _first_that_runs(bundle, threads)
+
+
+def _by_name(bundle: Bundle, name: str, threads: int) -> BackendChoice:
+    entry = next(e for e in TABLE if e.name == name)
+    problem = entry.probe(bundle)
+    if problem:
+        raise BackendError(f"{name} cannot run here: {problem}")
+    return BackendChoice(entry.make(bundle, threads).backend, f"asked for {name}")
+
+
+def _first_that_runs(bundle: Bundle, threads: int) -> BackendChoice:
+    """``auto``: the first entry that runs, and why each one before it did not."""
     passed = []
     for entry in TABLE:
         problem = entry.probe(bundle)
