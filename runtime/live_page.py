@@ -37,6 +37,7 @@ import cv2
 from edge_anomaly.errors import EdgeAnomalyError
 from edge_anomaly.overlay import render_overlay
 
+from .priority import run_below_the_frame_loop
 from .sinks import StreamEvent
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,10 @@ def _handler_for(page: LivePage):
         timeout = CLIENT_TIMEOUT_S  # a client that stops reading is dropped, never waited on
         server_version = "edge-anomaly"
         protocol_version = "HTTP/1.1"  # keep-alive: one connection (and thread) per client, not per request
+
+        def setup(self) -> None:
+            run_below_the_frame_loop()  # drawing and encoding get only the CPU the frame loop leaves
+            super().setup()
 
         def do_GET(self) -> None:  # noqa: N802  (the standard library's name)
             parts = urlsplit(self.path)

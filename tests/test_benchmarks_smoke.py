@@ -94,9 +94,12 @@ def test_stream_load_benchmark(tmp_path):
     from edge_anomaly.benchmarks import stream_load
 
     out = tmp_path / "load.json"
-    stream_load.main(["--frames", "40", "--loads", "0", "0.1", "--gguf", "none", "--json", str(out)])
-    runs = json.loads(out.read_text())["runs"]
-    assert [r["flagged"] for r in runs] == [0.0, 0.1]
+    stream_load.main(["--frames", "40", "--loads", "0", "0.1", "--gguf", "none", "--repeats", "2", "--json", str(out)])
+    report = json.loads(out.read_text())
+    runs = [r for r in report["runs"] if r["repeat"] == 0]
+    assert [r["flagged"] for r in runs] == [0.0, 0.1] and len(report["runs"]) == 4
+    for row in report["summary"]:  # the median of the two rounds' p99
+        assert row["repeats"] == 2 and row["p99_median_ms"] == pytest.approx(sum(row["p99_ms"]) / 2)
     assert runs[0]["events"] == 0 and runs[1]["events"] == 4 == runs[1]["verdicts"]["requested"]
     assert runs[0]["p99_vs_unflagged"] == 1.0 and runs[1]["latency_ms"]["p99"] >= runs[1]["latency_ms"]["p50"]
 
