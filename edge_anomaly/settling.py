@@ -12,7 +12,7 @@ for (``edge-anomaly run --settle N``), not done by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,12 +20,12 @@ from .errors import InputError
 from .images import ImageLike, as_rgb, resize_square
 from .inspector import Inspector
 from .result import InspectionResult
-from .streaming import Streaming
+from .streaming import FrameByFrame
 
 MIN_SETTLE_FRAMES = 8  # fewer and the median and its spread say little
 
 
-class SettlingInspector(Streaming):
+class SettlingInspector(FrameByFrame):
     """Drop-in for ``Inspector`` in ``stream``: after ``frames`` frames the threshold is settled;
     ``on_settled(inspector)`` is then called once (``edge-anomaly run --save-bundle`` saves it there)."""
 
@@ -39,14 +39,7 @@ class SettlingInspector(Streaming):
         self._seen: list[np.ndarray] = []  # at the input size, to bound memory
         self.settled = False
 
-    def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
-        """One frame -> ``InspectionResult``; a list -> a list, frame by frame in order (each may move the
-        state on: settle the threshold or bootstrap shots)."""
-        if isinstance(frame, (list, tuple)):
-            return [self._inspect_one(f, color_order) for f in frame]
-        return self._inspect_one(frame, color_order)
-
-    def _inspect_one(self, frame: ImageLike, color_order: str) -> InspectionResult:
+    def inspect_one(self, frame: ImageLike, color_order: str = "bgr") -> InspectionResult:
         result = self.inspector.inspect(frame, color_order)  # a path stays the result's source
         if self.settled:
             return result

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from .images import ImageLike
+from .result import InspectionResult
+
 
 class Streaming:
     """Mixin for an ``InspectorLike``: ``stream`` runs it over a frame source (``runtime.stream.stream``)."""
@@ -16,3 +21,18 @@ class Streaming:
 
         return stream(self, source, on_event, **options)
 
+
+
+class FrameByFrame(Streaming):
+    """For wrappers whose state moves on with each frame (settling, zero-shot bootstrapping): a list is
+    inspected in order, one frame at a time, as a stream would hand them over. Subclasses give
+    ``inspect_one``."""
+
+    def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
+        """One frame -> ``InspectionResult``; a list -> a list."""
+        if isinstance(frame, (list, tuple)):
+            return [self.inspect_one(f, color_order) for f in frame]
+        return self.inspect_one(frame, color_order)
+
+    def inspect_one(self, frame: ImageLike, color_order: str) -> InspectionResult:
+        raise NotImplementedError

@@ -48,7 +48,7 @@ from .images import ImageLike, as_rgb, resize_square
 from .inspector import Inspector
 from .placement import PLACE_COLUMNS, free_rows
 from .result import InspectionResult
-from .streaming import Streaming
+from .streaming import FrameByFrame
 
 FRACTION = 0.3
 # Other frames each frame of a batch is scored against, drawn at random (MuSc samples its references too):
@@ -158,7 +158,7 @@ def mutual_results(
     return ZeroShotBatch(results, picked, BOOTSTRAP_METHOD + calibration.method)
 
 
-class ZeroShotInspector(Streaming):
+class ZeroShotInspector(FrameByFrame):
     """Inspects frames as they arrive with no normal shot: each against a window of earlier unflagged
     frames, until ``bootstrap_after`` unflagged frames are in the window; then the most typical of them
     become ``inspector``'s normal shots, the next most typical set the threshold with them (see the
@@ -205,14 +205,7 @@ class ZeroShotInspector(Streaming):
         """How many earlier frames the next one is compared against (0 once bootstrapped: it has shots)."""
         return len(self._window)
 
-    def inspect(self, frame: ImageLike | Sequence[ImageLike], color_order: str = "bgr"):
-        """One frame -> ``InspectionResult``; a list -> a list, frame by frame in order (each may move the
-        state on: settle the threshold or bootstrap shots)."""
-        if isinstance(frame, (list, tuple)):
-            return [self._inspect_one(f, color_order) for f in frame]
-        return self._inspect_one(frame, color_order)
-
-    def _inspect_one(self, frame: ImageLike, color_order: str) -> InspectionResult:
+    def inspect_one(self, frame: ImageLike, color_order: str = "bgr") -> InspectionResult:
         if self.bootstrapped:
             return self.inspector.inspect(frame, color_order)
         rgb = as_rgb(frame, color_order)
