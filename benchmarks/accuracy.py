@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     add_fit_arguments(parser, seed=False)  # the same flags and defaults as export and eval
+    parser.add_argument("--backend", default="auto", help="the backend both rows run on (as for eval)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the plain memory bank runs")
     parser.add_argument(
         "--zero-shot-references", type=int, default=MAX_REFERENCES, help="with --shots 0: others each image is "
@@ -112,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                 overlays = overlay_dir if (args.plots and shots == args.shots[0] and seed == args.seeds[0]) else None
                 options = replace(chosen, seed=seed)
                 zero = {"zero_shot_references": args.zero_shot_references or None}
-                runs.append(evaluate_category(category, shots, options, progress=False, overlays=overlays, **zero))
+                runs.append(
+                    evaluate_category(category, shots, options, args.backend, progress=False, overlays=overlays, **zero)
+                )
                 line = {k: runs[-1][k] for k in ("category", "shots", "seed", *TABLE)}
                 if not args.no_baseline:
                     plain = replace(options, **PLAIN_BANK)
-                    baseline.append(evaluate_category(category, shots, plain, progress=False, **zero))
+                    baseline.append(evaluate_category(category, shots, plain, args.backend, progress=False, **zero))
                     line["plain"] = {k: round(baseline[-1][k], 4) for k in TABLE}
                 print(json.dumps(line), flush=True)
     summary = summarise(runs, baseline, args.shots)

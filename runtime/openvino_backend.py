@@ -1,9 +1,16 @@
-"""OpenVINO backend: the bundle's ONNX graphs compiled for this x86 CPU, in f32.
+"""OpenVINO backend: the bundle's ONNX graphs compiled for this x86 CPU.
 
 The runtime that Intel and AMD factory PCs and anomalib users already have. The
 same ONNX files run unchanged; with the f32 inference hint the maps match ONNX
-Runtime's to 7e-7 (``docs/benchmarks.md``). bf16, OpenVINO's default on CPUs
-that have it, moves maps by about 0.01, so it is not used.
+Runtime's to 7e-7 (``docs/benchmarks.md``).
+
+``decoder_precision="bf16"`` runs the decoder (the nearest-neighbour matmul,
+the upsampling and smoothing) in bfloat16 on CPUs that have it
+(``openvino-bf16``, which ``auto`` takes there): the bank and the features
+come in f32, and the dev set's macro means stay within 0.002 of f32 (image
+and pixel AUROC; ``benchmarks/accuracy.py --backend openvino-bf16``,
+docs/benchmarks.md). The encoder always stays f32: in bf16 its features drift
+from the bank's, which were fitted in f32, and maps move ten times more.
 """
 
 from __future__ import annotations
@@ -17,13 +24,17 @@ import numpy as np
 from edge_anomaly import bundle_format as fmt
 from edge_anomaly.errors import BackendError
 
+PRECISIONS = ("f32", "bf16")
 
-def openvino_problem() -> str | None:
-    """Why OpenVINO cannot run here, or None."""
+
+def openvino_problem(precision: str = "f32") -> str | None:
+    """Why OpenVINO cannot run here (at ``precision`` for the decoder), or None."""
     try:
-        import openvino  # noqa: F401
+        import openvino as ov
     except ImportError:
         return "openvino is not installed (pip install edge-anomaly[openvino])"
+    if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return "this CPU has no bfloat16 instructions (AVX512_BF16 or AMX)"
     return None
 
 
@@ -31,29 +42,30 @@ class OpenVinoBackend:
     """``encode`` and ``decode`` on OpenVINO's CPU plugin; one infer request per graph, each behind a lock (the
     pipelined stream encodes on one thread while it decodes on another)."""
 
-    def __init__(self, encoder: Path, decoder: Path, threads: int = 0) -> None:
-        problem = openvino_problem()
+    def __init__(self, encoder: Path, decoder: Path, threads: int = 0, decoder_precision: str = "f32") -> None:
+        if decoder_precision not in PRECISIONS:
+            raise BackendError(f"openvino decoder precision must be one of {PRECISIONS}, got {decoder_precision!r}")
+        problem = openvino_problem(decoder_precision)
         if problem:
             raise BackendError(problem)
         import openvino as ov
 
         self.threads = threads or len(os.sched_getaffinity(0))
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": self.threads,
-        }
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads}
         try:
             core = ov.Core()
-            self._encoder = core.compile_model(str(encoder), "CPU", config)
-            self._decoder = core.compile_model(str(decoder), "CPU", config)
+            self._encoder = core.compile_model(str(encoder), "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
+            self._decoder = core.compile_model(
+                str(decoder), "CPU", {**config, "INFERENCE_PRECISION_HINT": decoder_precision}
+            )
         except RuntimeError as exc:
             raise BackendError(f"openvino cannot compile the bundle's graphs: {exc}") from None
         _check_names(self._encoder, [fmt.ENCODER_INPUT], [fmt.ENCODER_OUTPUT], encoder)
         _check_names(self._decoder, list(fmt.DECODER_INPUTS), list(fmt.DECODER_OUTPUTS), decoder)
         self._requests = {g: (m.create_infer_request(), threading.Lock()) for g, m in
                           (("encoder", self._encoder), ("decoder", self._decoder))}  # fmt: skip
-        self.name = "openvino-cpu"
+        self.decoder_precision = decoder_precision
+        self.name = "openvino-cpu" if decoder_precision == "f32" else f"openvino-cpu-{decoder_precision}"
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """Normalized images ``[B x 3 x H x W]`` float32 -> patch features ``[B x N x D]``."""

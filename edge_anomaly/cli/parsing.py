@@ -19,7 +19,8 @@ from edge_anomaly.shot_views import AUGMENTATIONS
 EXIT_USAGE = 2  # every mistake a user can fix: one line on stderr, this status
 
 BACKEND_HELP = (
-    "auto, tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, openvino, or triton://host:8000/MODEL "
+    "auto, tensorrt, onnxruntime, onnxruntime-cpu, onnxruntime-cuda, openvino, openvino-bf16 (bf16 decoder), or "
+    "triton://host:8000/MODEL "
     "(the graphs on an edge-anomaly serve server; triton+grpc://host:8001/MODEL for gRPC)"
 )
 FIT_HELP = {
