@@ -89,9 +89,9 @@ def time_inspect(
     }
 
 
-def streaming_fps(inspector, frames: Sequence[np.ndarray], pipelined: bool = True) -> float:
+def streaming_fps(inspector, frames: Sequence[np.ndarray], pipelined: bool | None = None) -> float:
     """Frames/s through the stream runner (capture thread, bounded queue, gate), as a file source feeds it;
-    ``pipelined``: frame t+1 encoded while frame t is decoded (the stream's default)."""
+    ``pipelined``: frame t+1 encoded while frame t is decoded (None: the stream's default for the backend)."""
     from .sources import IterableSource
 
     runner = inspector.stream(IterableSource(list(frames)), provider=None, pipelined=pipelined)
@@ -149,13 +149,17 @@ def bench(inspector, frames: Sequence[np.ndarray], warmup: int = 20, progress: b
     """One bundle on this box: the run entry of a ``benchmarks/latency.py`` report, plus streaming frames/s."""
     run = time_inspect({"bundle": inspector}, frames, warmup, rounds=1, progress=progress)["bundle"]
     manifest = inspector.bundle.manifest
+    pipelined = getattr(inspector.backend, "overlaps", True)  # what the stream does on this backend by default
+    streaming = {mode: streaming_fps(inspector, frames[warmup:], pipelined=mode) for mode in (True, False)}
     return {
         "image_size": inspector.bundle.input_size,
         "shots": manifest.memory_bank.shots,
         "text_free_head": as_json(manifest.decoder.text_free_head),
         **run,
-        "streaming_frames_per_second": streaming_fps(inspector, frames[warmup:]),
-        "streaming_serial_frames_per_second": streaming_fps(inspector, frames[warmup:], pipelined=False),
+        "streaming_pipelined": pipelined,
+        "streaming_frames_per_second": streaming[pipelined],
+        "streaming_pipelined_frames_per_second": streaming[True],
+        "streaming_serial_frames_per_second": streaming[False],
         "runtime_peak_rss_mb": peak_rss_mb(),
     }
 

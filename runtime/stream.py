@@ -99,12 +99,13 @@ class StreamRunner:
         max_frames: int | None = None,
         history: LogHistory | None = None,
         run_id: str | None = None,
-        pipelined: bool = True,
+        pipelined: bool | None = None,
     ) -> None:
         """``history``: what earlier runs left in the event log (``EventLog.history``): numbering continues
         from it and its unclosed events are closed as ``interrupted``. ``run_id``: a new one by default.
         ``pipelined``: encode frame t+1 on a thread of its own while frame t is decoded and gated (same
-        results, in the same order); wrappers that inspect as a whole (settling, zero-shot) run serially."""
+        results, in the same order); by default where the backend gains from it (``overlaps``, True unless
+        the backend says otherwise); wrappers that inspect as a whole (settling, zero-shot) run serially."""
         if max_frames is not None and max_frames < 1:
             raise InputError(f"max_frames must be at least 1, got {max_frames}")
         self.inspector = inspector
@@ -123,6 +124,8 @@ class StreamRunner:
         self._last_frame = -1
         self._stop = threading.Event()
         self._capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
+        if pipelined is None:
+            pipelined = getattr(getattr(inspector, "backend", None), "overlaps", True)
         self.pipelined = pipelined and hasattr(inspector, "encode_frames") and hasattr(inspector, "decide")
         self._encoded: queue.Queue = queue.Queue(maxsize=2)  # (frame, features or None, error or None), or None
         self._encoder = threading.Thread(target=self._encode_loop, name="encode", daemon=True)

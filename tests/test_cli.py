@@ -137,6 +137,8 @@ def test_bench_writes_every_field_and_a_plot(bundle_dir, synth_root, tmp_path):
     total = run["latency_ms"]["total"]["p50"]
     assert sum(run["latency_ms"][s]["p50"] for s in ("preprocess", "encoder", "decoder")) <= total * 1.5
     assert run["frames_per_second"] > 0 and run["streaming_frames_per_second"] > 0 and run["runtime_peak_rss_mb"] > 0
-    assert run["streaming_serial_frames_per_second"] > 0
+    assert run["streaming_serial_frames_per_second"] > 0 and run["streaming_pipelined_frames_per_second"] > 0
+    mode = "pipelined" if run["streaming_pipelined"] else "serial"
+    assert run["streaming_frames_per_second"] == run[f"streaming_{mode}_frames_per_second"]  # the default mode
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "frames/s" in done.stdout

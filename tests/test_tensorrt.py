@@ -11,6 +11,7 @@ import pytest
 
 from edge_anomaly import BackendError, BundleError, Inspector, open_bundle
 from edge_anomaly.manifest import EngineEntry, as_json
+from edge_anomaly.memory_bank import DEFAULT_MAX_SIZE
 from edge_anomaly.runtime.gpu_info import GpuInfo, detect_gpu
 
 trt_rtx = pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed")
@@ -39,7 +40,7 @@ def test_rtx_engines_build_on_a_cpu_only_host_and_are_recorded(engine_bundle):
     bank = bundle.manifest.memory_bank.size
     assert engines["encoder"]["profiles"]["image"] == [[1, 3, 128, 128], [1, 3, 128, 128], [4, 3, 128, 128]]
     # bank rows: 152 feature columns, then place and reach
-    assert engines["decoder"]["profiles"]["memory_bank"] == [[1, 155], [bank, 155], [8192, 155]]
+    assert engines["decoder"]["profiles"]["memory_bank"] == [[1, 155], [bank, 155], [DEFAULT_MAX_SIZE, 155]]
 
 
 def test_precisions_coexist_and_a_rebuild_replaces_its_own_slot(engine_bundle, tmp_path):

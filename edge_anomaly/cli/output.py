@@ -76,8 +76,10 @@ def print_bench(report: dict) -> None:
     print(f"{'stage':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}")
     for stage, values in run["latency_ms"].items():
         print(f"{stage:12s} {values['p50']:8.2f} {values['p95']:8.2f} {values['p99']:8.2f}")
+    mode = "pipelined" if run["streaming_pipelined"] else "serial"
     print(f"batch-1 {run['frames_per_second']:.1f} frames/s; streaming {run['streaming_frames_per_second']:.1f} "
-          f"frames/s pipelined, {run['streaming_serial_frames_per_second']:.1f} serial; "
+          f"frames/s ({mode}, the stream's default here; {run['streaming_pipelined_frames_per_second']:.1f} "
+          f"pipelined, {run['streaming_serial_frames_per_second']:.1f} serial); "
           f"peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
     if run["backend"] == "triton":
         print("triton: 'encoder' is the whole round trip to the server (both graphs there); 'decoder' unpacks it")
