@@ -29,6 +29,7 @@ import numpy as np
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.cli.parsing import add_fit_arguments, fit_options
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
+from edge_anomaly.manifest import as_json
 from edge_anomaly.zero_shot import MAX_REFERENCES
 
 PLAIN_BANK = {"augmentation": "none", "head_weight": 0.0, "layout": "free", "feature_norm": "none"}
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": command_line("edge_anomaly.benchmarks.accuracy", argv),
         "root": str(args.root),
-        "options": {k: v for k, v in chosen.to_json().items() if k != "seed"},
+        "options": {k: v for k, v in as_json(chosen).items() if k != "seed"},
         "plain_bank_options": None if args.no_baseline else PLAIN_BANK,
         "seeds": args.seeds,
         **summary,

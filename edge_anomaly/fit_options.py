@@ -8,8 +8,7 @@ what was applied. The CLI adds one flag per field (``cli.parsing``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from .bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
 from .errors import InputError
@@ -62,21 +61,6 @@ class FitOptions:
         if not _whole(self.seed):
             return f"seed must be a whole number, got {self.seed!r}"
         return None
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "stages": list(self.stages)}
-
-    @classmethod
-    def from_json(cls, section: dict[str, Any]) -> FitOptions:
-        """The manifest's ``fit`` section; unknown keys are refused (``InputError``, named by the caller)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise InputError(f"unknown fit option(s) {unknown}")
-        values = dict(section)
-        if isinstance(values.get("stages"), list):
-            values["stages"] = tuple(values["stages"])
-        return cls(**values)
 
 
 def _whole(value: object) -> bool:

@@ -179,3 +179,19 @@ def _write_sealed(root, manifest):
     text = json.dumps(manifest).encode()
     (root / "manifest.json").write_bytes(text)
     (root / "manifest.sha256").write_text(hashlib.sha256(text).hexdigest() + "\n")
+
+
+def test_fit_options_are_checked_before_any_work():
+    from edge_anomaly import InputError
+    from edge_anomaly.fit_options import DEFAULT_FIT, FitOptions
+
+    assert DEFAULT_FIT.max_bank == 4096 and DEFAULT_FIT.stages == (2, 4)
+    for wrong, words in [
+        ({"image_size": 100}, "image_size must be a multiple of 16"),
+        ({"layout": "sideways"}, "layout must be one of"),
+        ({"head_weight": -1.0}, "head_weight must be a number of at least 0"),
+        ({"max_bank": 0}, "max_bank must be a positive whole number"),
+        ({"stages": ()}, "stages must be"),
+    ]:
+        with pytest.raises(InputError, match=words):
+            FitOptions(**wrong)
