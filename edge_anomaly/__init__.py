@@ -14,6 +14,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(100_000_000))
 
 from .bundle import Bundle, open_bundle
 from .errors import BackendError, BundleError, EdgeAnomalyError, InputError
+from .fit_options import FitOptions
 from .inspector import Inspector
 from .result import InspectionResult, Region
 
@@ -22,6 +23,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "EdgeAnomalyError",
+    "FitOptions",
     "InputError",
     "InspectionResult",
     "Inspector",
