@@ -364,6 +364,8 @@ def test_a_resealed_manifest_with_a_mistyped_entry_names_the_key(bundle_copy, de
         (["--encoder", "bogus"], "unknown encoder"),
         (["--shots", "1", "--layout", "aligned"], "at least 2 shots"),
         (["--shots", "-1"], "at least 1"),
+        (["--stages", "9"], "stages must be EfficientNet-Lite stage numbers"),
+        (["--head-weight", "nan"], "finite number"),
     ],
 )
 def test_export_mistakes_are_one_line(synth_root, tmp_path, options, words):
