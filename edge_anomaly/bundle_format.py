@@ -28,8 +28,9 @@ ROLE_LLM_ADAPTER = "llm_adapter"  # a GGUF LoRA file llama.cpp applies to the ll
 ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK, ROLE_SHOT, ROLE_ENGINE, ROLE_LLM, ROLE_LLM_ADAPTER)
 REQUIRED_ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK)
 
-# How the encoder scales each stage's features (manifest ``encoder.feature_norm``): L2 per stage, or raw.
-FEATURE_NORMS = ("stage", "none")
+# How the encoder scales each stage's features (manifest ``encoder.feature_norm``): L2 per patch and stage,
+# raw, or raw divided by one constant per stage (the stage's mean patch norm over the shots).
+FEATURE_NORMS = ("stage", "none", "shots")
 DEFAULT_FEATURE_NORM = "stage"
 
 # Graph input and output names, shared by the exporter and every backend.

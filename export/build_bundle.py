@@ -63,6 +63,8 @@ def build_bundle(
         )
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None
+    if options.feature_norm == "shots":
+        graphs = graphs.with_stage_scales(images)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent))  # same disk: the move is a rename
     try:

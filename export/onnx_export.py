@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,14 @@ class DetectorGraphs:
         """How frames are brought to the encoder's input."""
         return Preprocessing(self.image_size, self.sections.input.mean, self.sections.input.std)
 
+    def with_stage_scales(self, shots: list[np.ndarray]) -> DetectorGraphs:
+        """``feature_norm="shots"``: the encoder's per-stage divisors fitted on the shots (RGB), and the
+        manifest saying which; the graphs to export."""
+        scales = self.encoder.fit_stage_scales(torch.from_numpy(self.preprocessing().batch(shots)))
+        aggregation = f"{self.sections.encoder.aggregation}, each stage divided by its mean norm on the shots {scales}"
+        encoder = replace(self.sections.encoder, aggregation=aggregation)
+        return replace(self, sections=replace(self.sections, encoder=encoder))
+
 
 def build_graphs(
     encoder: str = "lite0",
@@ -99,7 +107,7 @@ def build_graphs(
             feature_dim=patch_encoder.feature_dim,
             grid=tuple(grid),
             aggregation="3x3 local mean per stage, bilinear to the finest grid"
-            + (", L2-normalized per stage" if feature_norm == "stage" else ", not normalized"),
+            + {"stage": ", L2-normalized per stage", "none": ", not normalized", "shots": ""}[feature_norm],
             feature_norm=feature_norm,
         ),
         decoder=DecoderSection(

@@ -32,8 +32,10 @@ class PatchEncoder(nn.Module):
     does, so each patch sees its neighbourhood), brought to the grid of the
     finest stage, L2-normalized per stage so that no stage dominates the
     distance by its width (``feature_norm="stage"``; ``"none"`` keeps them as
-    PatchCore does), and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the
-    finest stage's stride.
+    PatchCore does; ``"shots"`` divides each stage by one constant, its mean
+    patch norm over the shots, so stages weigh alike while a patch keeps its
+    magnitude), and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the finest
+    stage's stride.
     """
 
     def __init__(
@@ -47,8 +49,19 @@ class PatchEncoder(nn.Module):
         self.stages = tuple(sorted(stages))
         self.feature_dim = sum(backbone.stage_channels[s] for s in self.stages)
         self.stride = backbone.strides()[self.stages[0]]
+        self.register_buffer("stage_scales", torch.ones(len(self.stages)))  # set by fit_stage_scales ("shots")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        parts = self.stage_parts(image)
+        if self.feature_norm == "stage":
+            parts = [F.normalize(f, dim=1) for f in parts]
+        elif self.feature_norm == "shots":
+            parts = [f / self.stage_scales[k] for k, f in enumerate(parts)]
+        features = torch.cat(parts, dim=1)
+        return features.flatten(2).transpose(1, 2).contiguous()
+
+    def stage_parts(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Each stage's 3x3-mean features on the finest grid ``[B x C_s x h x w]``, before any scaling."""
         outputs = self.backbone.stage_outputs(image, self.stages[-1])
         grid = outputs[self.stages[0]].shape[-2:]
         parts = []
@@ -56,9 +69,15 @@ class PatchEncoder(nn.Module):
             f = F.avg_pool2d(outputs[s], 3, stride=1, padding=1, count_include_pad=False)
             if f.shape[-2:] != grid:
                 f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
-            parts.append(F.normalize(f, dim=1) if self.feature_norm == "stage" else f)
-        features = torch.cat(parts, dim=1)
-        return features.flatten(2).transpose(1, 2).contiguous()
+            parts.append(f)
+        return parts
+
+    @torch.no_grad()
+    def fit_stage_scales(self, images: torch.Tensor) -> list[float]:
+        """``feature_norm="shots"``: each stage's mean patch norm over ``images`` becomes its divisor."""
+        norms = [f.norm(dim=1).mean() for f in self.stage_parts(images)]
+        self.stage_scales.copy_(torch.stack(norms).clamp(min=1e-6))
+        return [round(float(n), 6) for n in self.stage_scales]
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

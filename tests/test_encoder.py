@@ -136,3 +136,25 @@ def test_text_free_head_round_trips_as_plain_arrays(tmp_path):
     features = torch.randn(1, 5, sum(p.in_features for p in head.projections))
     with torch.no_grad():
         assert torch.equal(head(features), again(features))
+
+
+def test_shots_feature_norm_divides_each_stage_by_its_mean_norm_on_the_shots(synth_root, tmp_path):
+    """``--feature-norm shots``: stages weigh alike on the shots while each patch keeps its magnitude."""
+    from edge_anomaly import Inspector
+    from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
+    from edge_anomaly.images import read_image
+
+    normal = synth_root / "fabric" / "train" / "good"
+    bundle = build_bundle(normal, tmp_path / "b", 2, "fabric", FitOptions(image_size=64, feature_norm="shots"))
+    assert bundle.manifest.encoder.feature_norm == "shots" and "mean norm on the shots" in (
+        bundle.manifest.encoder.aggregation
+    )
+    assert bundle.manifest.decoder.text_free_head is None  # the head was trained on per-patch L2 features
+    insp = Inspector(bundle, backend="onnxruntime-cpu", llm="none")
+    shots = [read_image(p) for p in bundle.files_of("normal_shot")]
+    features = insp.backend.encode(insp.preprocessing.batch(shots))
+    assert bundle.manifest.encoder.feature_dim == 40 + 112  # Lite0 stages 2 and 4
+    for stage in (features[..., :40], features[..., 40:]):
+        norms = np.linalg.norm(stage, axis=-1)
+        assert abs(norms.mean() - 1.0) < 0.05 and norms.std() > 0.01  # unit on average, not per patch

@@ -32,7 +32,8 @@ FIT_HELP = {
     "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
     "head_weight": "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 "
     "with lite0)",
-    "feature_norm": "'stage': each stage's features L2-normalised (the default); 'none': as PatchCore keeps them",
+    "feature_norm": "'stage': each stage's features L2-normalised per patch (the default); 'none': as PatchCore "
+    "keeps them; 'shots': each stage divided by its mean patch norm on the shots",
     "max_bank": "most patches the memory bank keeps (greedy coreset past it)",
     "seed": "seed for choosing shots",
 }
