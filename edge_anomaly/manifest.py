@@ -285,13 +285,7 @@ def _typed(hint: Any, value: object, path: str, where: str) -> Any:
         return {k: _typed(args[1], v, f"{path}[{k!r}]", where) for k, v in value.items()}
     if hint is Any:
         return value
-    checks = {
-        bool: (lambda v: isinstance(v, bool), "true or false"),
-        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
-        float: (_is_number, "a finite number"),
-        str: (lambda v: isinstance(v, str), "text"),
-    }
-    accepts, words = checks[hint]
+    accepts, words = _SCALARS[hint]
     if not accepts(value):
         _fail(where, path, f"must be {words}, found {value!r}")
     return float(value) if hint is float else value
@@ -340,3 +334,11 @@ def _check_ranges(m: Manifest, where: str) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_SCALARS = {  # a field's type -> what it accepts, in words for the message
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (_is_number, "a finite number"),
+    str: (lambda v: isinstance(v, str), "text"),
+}

@@ -22,7 +22,6 @@ class Streaming:
         return stream(self, source, on_event, **options)
 
 
-
 class FrameByFrame(Streaming):
     """For wrappers whose state moves on with each frame (settling, zero-shot bootstrapping): a list is
     inspected in order, one frame at a time, as a stream would hand them over. Subclasses give

@@ -103,8 +103,8 @@ def _first_that_runs(bundle: Bundle, threads: int) -> BackendChoice:
 
 
 def probe(bundle: Bundle) -> dict[str, str | None]:
-    """Each table entry's name -> why it cannot run ``bundle`` here, or None where it can (``bench`` and
-    ``inspect --json`` show this beside the backend that was chosen)."""
+    """Each table entry's name -> why it cannot run ``bundle`` here, or None where it can (``bench`` reports
+    this beside the backend that was chosen)."""
     return {entry.name: entry.probe(bundle) for entry in TABLE}
 
 

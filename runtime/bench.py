@@ -25,6 +25,7 @@ from tqdm import tqdm
 from edge_anomaly.manifest import as_json
 
 from .backends import probe
+from .stream import pipelines_by_default
 
 STAGES = ("preprocess", "encoder", "decoder", "findings", "total")
 DEFECT_SHARE = 10  # one frame in ten of the default frames carries a synthetic defect
@@ -149,7 +150,7 @@ def bench(inspector, frames: Sequence[np.ndarray], warmup: int = 20, progress: b
     """One bundle on this box: the run entry of a ``benchmarks/latency.py`` report, plus streaming frames/s."""
     run = time_inspect({"bundle": inspector}, frames, warmup, rounds=1, progress=progress)["bundle"]
     manifest = inspector.bundle.manifest
-    pipelined = getattr(inspector.backend, "overlaps", True)  # what the stream does on this backend by default
+    pipelined = pipelines_by_default(inspector)
     streaming = {mode: streaming_fps(inspector, frames[warmup:], pipelined=mode) for mode in (True, False)}
     return {
         "image_size": inspector.bundle.input_size,

@@ -15,6 +15,7 @@ from the bank's, which were fitted in f32, and maps move ten times more.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
@@ -30,12 +31,20 @@ PRECISIONS = ("f32", "bf16")
 def openvino_problem(precision: str = "f32") -> str | None:
     """Why OpenVINO cannot run here (at ``precision`` for the decoder), or None."""
     try:
-        import openvino as ov
+        import openvino  # noqa: F401
     except ImportError:
         return "openvino is not installed (pip install edge-anomaly[openvino])"
-    if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if precision == "bf16" and "BF16" not in _cpu_capabilities():
         return "this CPU has no bfloat16 instructions (AVX512_BF16 or AMX)"
     return None
+
+
+@functools.cache
+def _cpu_capabilities() -> tuple[str, ...]:
+    """What OpenVINO's CPU plugin can run here; asked once (it loads the plugin), as auto probes on every load."""
+    import openvino as ov
+
+    return tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoBackend:
@@ -68,7 +77,6 @@ class OpenVinoBackend:
         _check_names(self._decoder, list(fmt.DECODER_INPUTS), list(fmt.DECODER_OUTPUTS), decoder)
         self._requests = {g: (m.create_infer_request(), threading.Lock()) for g, m in
                           (("encoder", self._encoder), ("decoder", self._decoder))}  # fmt: skip
-        self.decoder_precision = decoder_precision
         self.name = "openvino-cpu" if decoder_precision == "f32" else f"openvino-cpu-{decoder_precision}"
 
     def encode(self, images: np.ndarray) -> np.ndarray:

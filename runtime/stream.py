@@ -125,7 +125,7 @@ class StreamRunner:
         self._stop = threading.Event()
         self._capture = threading.Thread(target=self._capture_loop, name="capture", daemon=True)
         if pipelined is None:
-            pipelined = getattr(getattr(inspector, "backend", None), "overlaps", True)
+            pipelined = pipelines_by_default(inspector)
         self.pipelined = pipelined and hasattr(inspector, "encode_frames") and hasattr(inspector, "decide")
         self._encoded: queue.Queue = queue.Queue(maxsize=2)  # (frame, features or None, error or None), or None
         self._encoder = threading.Thread(target=self._encode_loop, name="encode", daemon=True)
@@ -373,6 +373,12 @@ class StreamRunner:
                         self.stats.dropped += 1
                     except queue.Empty:
                         pass
+
+
+def pipelines_by_default(inspector: InspectorLike) -> bool:
+    """Whether a stream encodes frame t+1 beside frame t's decode unless told: yes, unless the inspector's
+    backend says its graphs already fill the cores (``overlaps = False``)."""
+    return getattr(getattr(inspector, "backend", None), "overlaps", True)
 
 
 def stream(
