@@ -8,7 +8,7 @@ seed) is done twice in the same process: with the options given (the
 defaults unless told) and with the plain memory bank, the baseline every
 figure stands beside: Lite0 stages 2+4, 3x3 mean, no per-stage normalisation,
 no views, no head, free layout, the maximum of the smoothed map, the same
-calibration. Written: every run of both, the mean over seeds per category and
+calibration, at the image size asked for. Written: every run of both, the mean over seeds per category and
 shot count, the macro mean over categories per shot count, and the
 difference to the baseline, as JSON and a markdown table beside it (same
 name, ``.md``). ``--no-baseline`` skips the second run.
@@ -29,10 +29,19 @@ import numpy as np
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.cli.parsing import add_fit_arguments, fit_options
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
+from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_STAGES
 from edge_anomaly.manifest import as_json
 from edge_anomaly.zero_shot import MAX_REFERENCES
 
-PLAIN_BANK = {"augmentation": "none", "head_weight": 0.0, "layout": "free", "feature_norm": "none"}
+PLAIN_BANK = {
+    "encoder": "lite0",
+    "stages": DEFAULT_STAGES,
+    "neighbourhood": DEFAULT_NEIGHBOURHOOD,
+    "augmentation": "none",
+    "head_weight": 0.0,
+    "layout": "free",
+    "feature_norm": "none",
+}  # at the image size asked for
 TABLE = ("image_auroc", "pixel_auroc", "accuracy", "best_accuracy", "false_positive_rate", "recall")
 SHORT = {"image_auroc": "img AUROC", "pixel_auroc": "px AUROC", "accuracy": "acc@auto", "best_accuracy": "best acc",
          "false_positive_rate": "FPR", "recall": "recall"}  # fmt: skip
@@ -41,6 +50,7 @@ SHORT = {"image_auroc": "img AUROC", "pixel_auroc": "px AUROC", "accuracy": "acc
 def summarise(runs: list[dict], baseline: list[dict], shots: list[int]) -> dict:
     """Per category and shot count (mean over seeds) and the macro mean over categories, each with the
     baseline's and the difference."""
+
     def block(mine: list[dict], theirs: list[dict]) -> dict:
         a = mean_report(mine)
         if not theirs:
@@ -58,8 +68,7 @@ def summarise(runs: list[dict], baseline: list[dict], shots: list[int]) -> dict:
     for s in shots:
         means = [per_category[c][str(s)] for c in categories]
         macro[str(s)] = {
-            part: {k: float(np.nanmean([m[part][k] for m in means])) for k in METRIC_KEYS}
-            for part in means[0]
+            part: {k: float(np.nanmean([m[part][k] for m in means])) for k in METRIC_KEYS} for part in means[0]
         }
     return {"per_category": per_category, "macro_mean": macro}
 

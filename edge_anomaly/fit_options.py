@@ -17,6 +17,8 @@ from .placement import DEFAULT_LAYOUT, LAYOUTS
 from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 DEFAULT_STAGES = (2, 4)  # EfficientNet-Lite stages at strides 8 and 16
+DEFAULT_NEIGHBOURHOOD = (3,)  # sides of the local means each stage is aggregated over (PatchCore's 3x3)
+MAX_NEIGHBOURHOOD = 7
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class FitOptions:
     image_size: int = 256
     encoder: str = "lite0"
     stages: tuple[int, ...] = DEFAULT_STAGES
+    neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD
     augmentation: str = DEFAULT_AUGMENTATION
     layout: str = DEFAULT_LAYOUT
     head_weight: float | None = None
@@ -46,6 +49,11 @@ class FitOptions:
             return f"encoder must be a name or a checkpoint path, got {self.encoder!r}"  # export.encoders knows which
         if not self.stages or not all(_whole(s) and 0 <= s <= 6 for s in self.stages):
             return f"stages must be EfficientNet-Lite stage numbers 0-6, got {self.stages!r}"
+        sizes = self.neighbourhood
+        if not sizes or not all(_whole(k) and k % 2 == 1 and 1 <= k <= MAX_NEIGHBOURHOOD for k in sizes):
+            return f"neighbourhood must be odd sides 1-{MAX_NEIGHBOURHOOD}, got {sizes!r}"
+        if len(set(sizes)) != len(sizes) or len(set(self.stages)) != len(self.stages):
+            return f"stages and neighbourhood must not repeat, got {self.stages!r} and {sizes!r}"
         for name, value, choices in (
             ("augmentation", self.augmentation, AUGMENTATIONS),
             ("layout", self.layout, LAYOUTS),

@@ -44,8 +44,8 @@ def build_bundle(
     options: FitOptions = DEFAULT_FIT,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
-    ``options``: image size, encoder, stages, views, layout, head weight, feature scaling, bank cap and the
-    seed that draws the shots (``FitOptions``). Every option is checked before any work is done, and a
+    ``options``: image size, encoder, stages, neighbourhood, views, layout, head weight, feature scaling, bank
+    cap and the seed that draws the shots (``FitOptions``). Every option is checked before any work is done, and a
     mistake raises ``InputError`` saying which."""
     problem = object_name_problem(object_name)
     if problem:
@@ -59,7 +59,12 @@ def build_bundle(
     images = [read_image(p) for p in shot_paths]
     try:
         graphs = build_graphs(
-            options.encoder, options.image_size, options.stages, options.head_weight, options.feature_norm
+            options.encoder,
+            options.image_size,
+            options.stages,
+            options.head_weight,
+            options.feature_norm,
+            options.neighbourhood,
         )
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 ASSET = Path(__file__).parent / "assets" / "text-free-head.npz"
+HEAD_NEIGHBOURHOOD = 3  # the local mean of the features it was trained on
 HEAD_WEIGHT = 0.25  # head probability (0-1) added to the patch distance (about 0.3-1.5), times this
 TEMPERATURE = 0.07
 
@@ -37,6 +38,15 @@ class TextFreeHead(nn.Module):
             torch.manual_seed(seed)
             self.projections = nn.ModuleList(nn.Linear(b - a, dim) for a, b in self.slices)
             self.prototypes = nn.Parameter(torch.randn(len(self.slices), 2, dim))
+
+    def reading(self, slices: list[tuple[int, int]]) -> TextFreeHead:
+        """The head reading its stages at ``slices`` (first, end columns) of a wider feature: an encoder with
+        more stages or neighbourhood sizes keeps the head's own parts somewhere among its columns."""
+        widths = [b - a for a, b in slices]
+        if widths != [b - a for a, b in self.slices]:
+            raise ValueError(f"the head reads parts of widths {[b - a for a, b in self.slices]}, got {widths}")
+        self.slices = list(slices)
+        return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         probabilities = []

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
-from edge_anomaly.fit_options import DEFAULT_STAGES
+from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_STAGES
 from edge_anomaly.images import Preprocessing
 from edge_anomaly.manifest import DecoderSection, EncoderSection, GraphSections, HeadSection, InputSection, OnnxSection
 from edge_anomaly.placement import PLACE_COLUMNS
@@ -18,7 +18,7 @@ from edge_anomaly.placement import PLACE_COLUMNS
 from .efficientnet_lite import load_efficientnet_lite
 from .encoders import resolve_encoder
 from .head_model import ASSET as HEAD_ASSET
-from .head_model import HEAD_WEIGHT, file_sha256, load_head
+from .head_model import HEAD_NEIGHBOURHOOD, HEAD_WEIGHT, file_sha256, load_head
 from .patch_model import NearestNeighbourDecoder, PatchEncoder, grid_for
 
 OPSET = 17
@@ -67,26 +67,38 @@ def build_graphs(
     stages: tuple[int, ...] = DEFAULT_STAGES,
     head_weight: float | None = None,
     feature_norm: str = fmt.DEFAULT_FEATURE_NORM,
+    neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
 ) -> DetectorGraphs:
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 
     ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
     ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised),
-    else none. ``feature_norm``: ``"stage"`` (per-stage L2) or ``"none"`` (``PatchEncoder``)."""
+    else none. The head reads the 3x3 parts of those stages, so it fits wherever the encoder has them (more
+    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``: ``PatchEncoder``'s."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
-    head_fits = encoder == "lite0" and tuple(sorted(stages)) == DEFAULT_STAGES and feature_norm == "stage"
+    head_fits = (
+        encoder == "lite0"
+        and set(DEFAULT_STAGES) <= set(stages)
+        and HEAD_NEIGHBOURHOOD in neighbourhood
+        and feature_norm == "stage"
+    )
     if head_weight is None:
         head_weight = HEAD_WEIGHT if head_fits else 0.0
     if head_weight < 0 or (head_weight and not head_fits):
         raise ValueError(
-            f"head weight must be >= 0 and needs the lite0 encoder with stages {DEFAULT_STAGES}, per-stage "
-            f"normalised, got {head_weight} with {encoder} stages {stages}, feature norm {feature_norm}"
+            f"head weight must be >= 0 and needs the lite0 encoder with stages {DEFAULT_STAGES} at neighbourhood "
+            f"{HEAD_NEIGHBOURHOOD}, per-stage normalised, got {head_weight} with {encoder} stages {stages}, "
+            f"neighbourhood {neighbourhood}, feature norm {feature_norm}"
         )
-    patch_encoder = PatchEncoder(load_efficientnet_lite(source.checkpoint), stages, feature_norm).eval()
+    backbone = load_efficientnet_lite(source.checkpoint)
+    patch_encoder = PatchEncoder(backbone, stages, feature_norm, neighbourhood).eval()
     grid = grid_for(image_size, patch_encoder.stride)
-    head = load_head(HEAD_ASSET) if head_weight else None
+    head = None
+    if head_weight:
+        columns = [patch_encoder.part_columns(s, HEAD_NEIGHBOURHOOD) for s in DEFAULT_STAGES]
+        head = load_head(HEAD_ASSET).reading(columns)
     decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight).eval()
     head_section = (
         HeadSection(
@@ -106,7 +118,8 @@ def build_graphs(
             strides=tuple(patch_encoder.backbone.strides()[s] for s in patch_encoder.stages),
             feature_dim=patch_encoder.feature_dim,
             grid=tuple(grid),
-            aggregation="3x3 local mean per stage, bilinear to the finest grid"
+            aggregation=" and ".join(f"{k}x{k}" for k in patch_encoder.neighbourhood)
+            + " local mean per stage, bilinear to the finest grid"
             + {"stage": ", L2-normalized per stage", "none": ", not normalized", "shots": ""}[feature_norm],
             feature_norm=feature_norm,
         ),

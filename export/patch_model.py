@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge_anomaly.bundle_format import DEFAULT_FEATURE_NORM, FEATURE_NORMS
+from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD
 from edge_anomaly.placement import PLACE_COLUMNS
 
 from .efficientnet_lite import EfficientNetLite
@@ -28,18 +29,24 @@ OUT_OF_REACH = 1.0e6
 class PatchEncoder(nn.Module):
     """Image ``[B x 3 x H x W]`` (normalized RGB) -> patch features ``[B x N x D]``.
 
-    Features of several stages are locally aggregated (3x3 mean, as PatchCore
-    does, so each patch sees its neighbourhood), brought to the grid of the
-    finest stage, L2-normalized per stage so that no stage dominates the
-    distance by its width (``feature_norm="stage"``; ``"none"`` keeps them as
-    PatchCore does; ``"shots"`` divides each stage by one constant, its mean
-    patch norm over the shots, so stages weigh alike while a patch keeps its
-    magnitude), and concatenated. ``N = (H/s) * (W/s)`` with ``s`` the finest
-    stage's stride.
+    Features of several stages are locally aggregated (a ``k x k`` mean for
+    each size ``k`` of ``neighbourhood``: 3 as PatchCore does, so each patch
+    sees its neighbourhood; several sizes as MuSc's LNAMD, so small and large
+    defects both stand out), brought to the grid of the finest stage, and
+    concatenated, one part per stage and size (stage-major). Each part is
+    L2-normalized per patch so that no part dominates the distance by its
+    width (``feature_norm="stage"``; ``"none"`` keeps them as PatchCore does;
+    ``"shots"`` divides each part by one constant, its mean patch norm over
+    the shots, so parts weigh alike while a patch keeps its magnitude).
+    ``N = (H/s) * (W/s)`` with ``s`` the finest stage's stride.
     """
 
     def __init__(
-        self, backbone: EfficientNetLite, stages: tuple[int, ...], feature_norm: str = DEFAULT_FEATURE_NORM
+        self,
+        backbone: EfficientNetLite,
+        stages: tuple[int, ...],
+        feature_norm: str = DEFAULT_FEATURE_NORM,
+        neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
     ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
@@ -47,9 +54,11 @@ class PatchEncoder(nn.Module):
         self.feature_norm = feature_norm
         self.backbone = backbone
         self.stages = tuple(sorted(stages))
-        self.feature_dim = sum(backbone.stage_channels[s] for s in self.stages)
+        self.neighbourhood = tuple(sorted(set(neighbourhood)))
+        self.parts = [(s, k) for s in self.stages for k in self.neighbourhood]  # the order of the feature's parts
+        self.feature_dim = sum(backbone.stage_channels[s] for s, _ in self.parts)
         self.stride = backbone.strides()[self.stages[0]]
-        self.register_buffer("stage_scales", torch.ones(len(self.stages)))  # set by fit_stage_scales ("shots")
+        self.register_buffer("stage_scales", torch.ones(len(self.parts)))  # set by fit_stage_scales ("shots")
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         parts = self.stage_parts(image)
@@ -60,13 +69,25 @@ class PatchEncoder(nn.Module):
         features = torch.cat(parts, dim=1)
         return features.flatten(2).transpose(1, 2).contiguous()
 
+    def part_columns(self, stage: int, size: int) -> tuple[int, int]:
+        """Where the part of ``stage`` aggregated at ``size`` lies in the feature: ``(first, end)`` columns."""
+        start = 0
+        for s, k in self.parts:
+            width = self.backbone.stage_channels[s]
+            if (s, k) == (stage, size):
+                return start, start + width
+            start += width
+        raise ValueError(f"the feature has no part of stage {stage} at size {size}: {self.parts}")
+
     def stage_parts(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """Each stage's 3x3-mean features on the finest grid ``[B x C_s x h x w]``, before any scaling."""
+        """Each part's mean-aggregated features on the finest grid ``[B x C_s x h x w]``, before any scaling."""
         outputs = self.backbone.stage_outputs(image, self.stages[-1])
         grid = outputs[self.stages[0]].shape[-2:]
         parts = []
-        for s in self.stages:
-            f = F.avg_pool2d(outputs[s], 3, stride=1, padding=1, count_include_pad=False)
+        for s, k in self.parts:
+            f = outputs[s]
+            if k > 1:
+                f = F.avg_pool2d(f, k, stride=1, padding=k // 2, count_include_pad=False)
             if f.shape[-2:] != grid:
                 f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
             parts.append(f)
@@ -74,7 +95,7 @@ class PatchEncoder(nn.Module):
 
     @torch.no_grad()
     def fit_stage_scales(self, images: torch.Tensor) -> list[float]:
-        """``feature_norm="shots"``: each stage's mean patch norm over ``images`` becomes its divisor."""
+        """``feature_norm="shots"``: each part's mean patch norm over ``images`` becomes its divisor."""
         norms = [f.norm(dim=1).mean() for f in self.stage_parts(images)]
         self.stage_scales.copy_(torch.stack(norms).clamp(min=1e-6))
         return [round(float(n), 6) for n in self.stage_scales]

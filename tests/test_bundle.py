@@ -192,6 +192,9 @@ def test_fit_options_are_checked_before_any_work():
         ({"head_weight": -1.0}, "head_weight must be a number of at least 0"),
         ({"max_bank": 0}, "max_bank must be a positive whole number"),
         ({"stages": ()}, "stages must be"),
+        ({"neighbourhood": (2,)}, "neighbourhood must be odd sides"),
+        ({"neighbourhood": (9,)}, "neighbourhood must be odd sides"),
+        ({"neighbourhood": (3, 3)}, "must not repeat"),
     ]:
         with pytest.raises(InputError, match=words):
             FitOptions(**wrong)

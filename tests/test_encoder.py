@@ -119,6 +119,25 @@ def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
     assert float(head[1][defect_patches].max()) > 0.4 > 0.01 > float(head[1][~defect_patches].median())
 
 
+def test_more_stages_and_sizes_keep_the_default_parts_and_the_head_reads_them():
+    """``--stages 2 4 6 --neighbourhood 1 3 5``: the default encoder's parts are among the wider feature's
+    columns, unchanged, so the head (trained on them) scores each patch exactly as it does by default."""
+    narrow, wide = build_graphs("lite0", 128), build_graphs("lite0", 128, (2, 4, 6), None, "stage", (1, 3, 5))
+    assert wide.sections.encoder.aggregation.startswith("1x1 and 3x3 and 5x5 local mean")
+    assert wide.encoder.feature_dim == 3 * (40 + 112 + 320) and wide.decoder.head is not None
+    images = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (2, 3, 128, 128)).astype(np.float32))
+    with torch.no_grad():
+        f_narrow, f_wide = narrow.encoder(images), wide.encoder(images)
+        for stage, (a, b) in zip((2, 4), narrow.decoder.head.slices):
+            first, end = wide.encoder.part_columns(stage, 3)
+            assert torch.allclose(f_wide[..., first:end], f_narrow[..., a:b], atol=1e-6)
+        assert torch.allclose(wide.decoder.head(f_wide), narrow.decoder.head(f_narrow), atol=1e-6)
+        (a1, b1), (a3, b3) = wide.encoder.part_columns(2, 1), wide.encoder.part_columns(2, 3)
+        assert (f_wide[..., a1:b1] - f_wide[..., a3:b3]).abs().max() > 0.05  # each size is its own part
+    with pytest.raises(ValueError, match="head weight"):
+        build_graphs("lite0", 64, (2, 4), 0.5, "stage", (1, 5))  # the head's 3x3 parts are not there
+
+
 def test_text_free_head_only_joins_the_encoder_it_was_trained_on():
     with pytest.raises(ValueError, match="head weight"):
         build_graphs("lite1", 64, head_weight=0.5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edge_anomaly import InputError
-from edge_anomaly.images import list_images, read_image, to_rgb_uint8
+from edge_anomaly.images import list_images, preprocess, read_image, to_rgb_uint8
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,15 @@ def test_float_frames_in_unit_range_are_accepted():
     frame = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
     rgb = to_rgb_uint8(frame)
     assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8 and rgb.max() == 255
+
+
+def test_preprocessing_normalises_each_channel_and_lays_out_channels_first():
+    """The encoder's input is ``(pixel / 255 - mean) / std`` per channel, ``[3 x size x size]``: checked
+    against that formula on a frame that is shrunk (area averaging) on the way."""
+    rgb = np.random.default_rng(0).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    shrunk = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float64) / 255
+    expected = ((shrunk - mean) / std).transpose(2, 0, 1)
+    got = preprocess(rgb, 64, mean, std)
+    assert got.shape == (3, 64, 64) and got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    assert np.abs(got - expected).max() < 1e-5

@@ -27,6 +27,8 @@ FIT_HELP = {
     "image_size": "encoder input side, a multiple of 16",
     "encoder": "lite0, lite1, lite2 or a .pth checkpoint",
     "stages": "EfficientNet-Lite stages whose features are concatenated (2 4: strides 8 and 16; the head needs these)",
+    "neighbourhood": "sides of the local means each stage is aggregated over, one feature part per side (3: "
+    "PatchCore's 3x3; 1 3 5: several scales, as MuSc; the head needs 3 among them)",
     "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images",
     "layout": "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, "
     "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
@@ -90,6 +92,9 @@ def add_fit_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> Non
     parser.add_argument("--image-size", type=image_size, default=d.image_size, help=FIT_HELP["image_size"])
     parser.add_argument("--encoder", default=d.encoder, help=FIT_HELP["encoder"])
     parser.add_argument("--stages", type=int, nargs="+", default=list(d.stages), help=FIT_HELP["stages"])
+    parser.add_argument(
+        "--neighbourhood", type=int, nargs="+", default=list(d.neighbourhood), help=FIT_HELP["neighbourhood"]
+    )
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=d.augmentation, help=FIT_HELP["augmentation"])
     parser.add_argument("--layout", choices=LAYOUTS, default=d.layout, help=FIT_HELP["layout"])
     parser.add_argument("--head-weight", type=non_negative, default=d.head_weight, help=FIT_HELP["head_weight"])
@@ -105,6 +110,7 @@ def fit_options(args: argparse.Namespace, seed: int | None = None) -> FitOptions
         image_size=args.image_size,
         encoder=args.encoder,
         stages=tuple(args.stages),
+        neighbourhood=tuple(args.neighbourhood),
         augmentation=args.augment,
         layout=args.layout,
         head_weight=args.head_weight,
