@@ -101,6 +101,23 @@ class PatchEncoder(nn.Module):
         return [round(float(n), 6) for n in self.stage_scales]
 
 
+def upsample_and_smooth(cells: int, pixels: int, sigma: float) -> torch.Tensor:
+    """``[pixels x cells]``: one axis of bilinear upsampling (half-pixel centres) followed by a Gaussian of
+    ``sigma`` pixels (reflected at the borders), as one matrix.
+
+    Both steps are linear and act on rows and columns apart, so the smoothed map is ``A_rows @ patch @
+    A_cols^T``: two small matmuls in place of a full-size interpolation and two one-channel convolutions,
+    which run slowly on CPUs (above all in bfloat16) for what little arithmetic they hold."""
+    identity = torch.eye(cells).view(cells, 1, cells)  # each cell's unit response, one per batch entry
+    up = F.interpolate(identity, size=pixels, mode="linear", align_corners=False)
+    k = gaussian_kernel(sigma)
+    r = (k.numel() - 1) // 2
+    if pixels <= r:
+        raise ValueError(f"a map of {pixels} pixels is too small for a Gaussian of sigma {sigma}")
+    smooth = F.conv1d(F.pad(up, (r, r), mode="reflect"), k.view(1, 1, -1))
+    return smooth[:, 0].t().contiguous()
+
+
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """1-D Gaussian of radius ``4 sigma`` (PatchCore's smoothing of the patch map)."""
     radius = int(4 * sigma + 0.5)
@@ -114,8 +131,9 @@ class NearestNeighbourDecoder(nn.Module):
 
     A patch's anomaly is its Euclidean distance to the nearest normal patch in
     the bank. The patch map is upsampled to the input size and smoothed with a
-    separable Gaussian; the image score is the map's maximum, so an image is
-    anomalous exactly when some pixel of its map exceeds the threshold.
+    separable Gaussian (both as one matrix per axis, ``upsample_and_smooth``);
+    the image score is the map's maximum, so an image is anomalous exactly
+    when some pixel of its map exceeds the threshold.
 
     Each bank row ends with its place on the patch grid and its reach
     (``edge_anomaly.placement``): a patch matches only rows whose place lies
@@ -144,10 +162,8 @@ class NearestNeighbourDecoder(nn.Module):
         self.head_weight = head_weight
         self.grid = grid
         self.image_size = image_size
-        k = gaussian_kernel(sigma)
-        self.register_buffer("kernel_x", k.view(1, 1, 1, -1))
-        self.register_buffer("kernel_y", k.view(1, 1, -1, 1))
-        self.radius = (k.numel() - 1) // 2
+        self.register_buffer("rows_operator", upsample_and_smooth(grid[0], image_size[0], sigma))
+        self.register_buffer("cols_operator_t", upsample_and_smooth(grid[1], image_size[1], sigma).t().contiguous())
         # Each query patch's place as two one-hot codes (its grid row, its grid column), times -1/2: appended to
         # the features, they meet a bank row's out-of-reach columns inside the one distance matmul (see
         # ``patch_distances``), so the reach costs no pass over the [N x M] distances.
@@ -182,12 +198,8 @@ class NearestNeighbourDecoder(nn.Module):
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch scores ``[B x N]`` -> smoothed map at input size ``[B x H x W]`` and its maximum ``[B]``."""
-        patch = patch_scores.view(-1, 1, self.grid[0], self.grid[1])
-        pixel = F.interpolate(patch, size=self.image_size, mode="bilinear", align_corners=False)
-        r = self.radius
-        pixel = F.conv2d(F.pad(pixel, (r, r, 0, 0), mode="reflect"), self.kernel_x)
-        pixel = F.conv2d(F.pad(pixel, (0, 0, r, r), mode="reflect"), self.kernel_y)
-        anomaly_map = pixel[:, 0]
+        patch = patch_scores.view(-1, self.grid[0], self.grid[1])
+        anomaly_map = torch.matmul(torch.matmul(self.rows_operator, patch), self.cols_operator_t)
         return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
 
 

@@ -177,3 +177,22 @@ def test_shots_feature_norm_divides_each_stage_by_its_mean_norm_on_the_shots(syn
     for stage in (features[..., :40], features[..., 40:]):
         norms = np.linalg.norm(stage, axis=-1)
         assert abs(norms.mean() - 1.0) < 0.05 and norms.std() > 0.01  # unit on average, not per patch
+
+
+@pytest.mark.parametrize("grid, size", [((32, 32), (256, 256)), ((4, 4), (64, 64)), ((5, 8), (80, 128))])
+def test_map_operators_equal_bilinear_upsampling_then_reflected_gaussian_smoothing(grid, size):
+    """The decoder's two matmuls are PatchCore's upsample-and-smooth, computed the long way here."""
+    from torch.nn import functional as F
+
+    from edge_anomaly.export.patch_model import NearestNeighbourDecoder, gaussian_kernel
+
+    scores = torch.rand(3, grid[0] * grid[1], generator=torch.Generator().manual_seed(0))
+    anomaly_map, score = NearestNeighbourDecoder(grid, size, sigma=4.0).image_map(scores)
+    k = gaussian_kernel(4.0)
+    r = (k.numel() - 1) // 2
+    pixel = F.interpolate(scores.view(3, 1, *grid), size=size, mode="bilinear", align_corners=False)
+    pixel = F.conv2d(F.pad(pixel, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    pixel = F.conv2d(F.pad(pixel, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))[:, 0]
+    assert anomaly_map.shape == (3, *size)
+    assert torch.allclose(anomaly_map, pixel, atol=1e-5)
+    assert torch.equal(score, anomaly_map.flatten(1).amax(1))
