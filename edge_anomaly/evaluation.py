@@ -140,6 +140,9 @@ def evaluate_category(
         "backend": inspector.backend_name,
         "threshold": float(np.median(scored.thresholds)),
         "threshold_method": method,
+        # what the threshold rests on (count, max, mean, std of the held-out normal scores): other rules can be
+        # studied from a report without a rerun
+        "threshold_evidence": as_json(bundle.manifest.threshold.normal_scores),
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
         "zero_shot_references": zero_shot_references if shots == 0 else None,
         "feature_norm": options.feature_norm,
