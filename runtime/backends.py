@@ -13,6 +13,8 @@ ones before it lacked. A new backend is one more entry.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from edge_anomaly.errors import BackendError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "onnxruntime-cuda", "openvino", "openvino-bf16")
 PRECISION_PREFERENCE = ("fp16", "int8", "fp32")
+ONNXRUNTIME_CUDA_WHEEL = "onnxruntime-gpu"  # the CUDA provider's wheel, PyPI's and NVIDIA's Jetson builds alike
 
 
 class Backend(Protocol):
@@ -113,13 +116,27 @@ def _graphs(bundle: Bundle) -> tuple:
 
 
 def _onnxruntime_problem(bundle: Bundle, device: str) -> str | None:
-    try:
+    """Asked of the package metadata first: importing onnxruntime (about 30 MB resident) only to learn that it
+    has no CUDA provider would cost a box that runs on OpenVINO or TensorRT that memory for nothing."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed: pip install edge-anomaly[runtime]"
+    if device == "cuda":
+        no_cuda = "onnxruntime has no CUDA provider here (install onnxruntime-gpu, check the GPU)"
+        if not _installed(ONNXRUNTIME_CUDA_WHEEL):
+            return no_cuda
         from .onnxruntime_backend import cuda_available
-    except ImportError as exc:
-        return f"onnxruntime is not installed ({exc}): pip install edge-anomaly[runtime]"
-    if device == "cuda" and not cuda_available():
-        return "onnxruntime has no CUDA provider here (install onnxruntime-gpu, check the GPU)"
+
+        if not cuda_available():
+            return no_cuda
     return None
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _onnxruntime(device: str, why: str) -> Callable[[Bundle, int], BackendChoice]:

@@ -72,3 +72,24 @@ def test_an_unknown_openvino_precision_is_refused(bundle_dir):
     bundle = Inspector.load(bundle_dir, backend="onnxruntime-cpu").bundle
     with pytest.raises(BackendError, match="precision must be one of"):
         OpenVinoBackend(bundle.path_of("encoder"), bundle.path_of("decoder"), 1, "fp8")
+
+
+@needs_openvino
+def test_a_box_on_openvino_never_loads_onnxruntime(bundle_dir):
+    """The probes ask package metadata whether onnxruntime and its CUDA wheel are there: a process that runs
+    on OpenVINO keeps onnxruntime's ~30 MB out of its memory, probes of every backend included."""
+    import subprocess
+    import sys
+
+    if backends._installed(backends.ONNXRUNTIME_CUDA_WHEEL):
+        pytest.skip("onnxruntime-gpu is installed here: auto asks onnxruntime for its CUDA provider")
+    code = (
+        "import sys; from edge_anomaly import Inspector; from edge_anomaly.runtime.backends import probe\n"
+        f"insp = Inspector.load({str(bundle_dir)!r}); found = probe(insp.bundle)\n"
+        "assert insp.backend_name.startswith('openvino'), insp.backend_name\n"
+        "assert found['onnxruntime-cpu'] is None and 'onnxruntime-gpu' in found['onnxruntime-cuda'], found\n"
+        "print('onnxruntime' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
