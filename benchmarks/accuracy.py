@@ -41,6 +41,7 @@ PLAIN_BANK = {
     "head_weight": 0.0,
     "layout": "free",
     "feature_norm": "none",
+    "encoder_precision": "fp32",
 }  # at the image size asked for
 TABLE = ("image_auroc", "pixel_auroc", "accuracy", "best_accuracy", "false_positive_rate", "recall")
 SHORT = {"image_auroc": "img AUROC", "pixel_auroc": "px AUROC", "accuracy": "acc@auto", "best_accuracy": "best acc",

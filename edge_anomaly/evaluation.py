@@ -146,6 +146,7 @@ def evaluate_category(
         "zero_shot_picked": picked,  # the test images that became shots (zero-shot), for anyone to check
         "zero_shot_references": zero_shot_references if shots == 0 else None,
         "feature_norm": options.feature_norm,
+        "encoder_precision": bundle.manifest.encoder.precision,  # as kept: export refuses an int8 that disagrees
         **scored.metrics(),
         "build_seconds": round(build_s, 2),
         "per_image": [

@@ -16,6 +16,7 @@ from .memory_bank import DEFAULT_MAX_SIZE
 from .placement import DEFAULT_LAYOUT, LAYOUTS
 from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
+ENCODER_PRECISIONS = ("fp32", "int8")
 DEFAULT_STAGES = (2, 4)  # EfficientNet-Lite stages at strides 8 and 16
 DEFAULT_NEIGHBOURHOOD = (3,)  # sides of the local means each stage is aggregated over (PatchCore's 3x3)
 MAX_NEIGHBOURHOOD = 7
@@ -33,6 +34,7 @@ class FitOptions:
     layout: str = DEFAULT_LAYOUT
     head_weight: float | None = None
     feature_norm: str = DEFAULT_FEATURE_NORM
+    encoder_precision: str = "fp32"
     max_bank: int = DEFAULT_MAX_SIZE
     seed: int = 0
 
@@ -58,6 +60,7 @@ class FitOptions:
             ("augmentation", self.augmentation, AUGMENTATIONS),
             ("layout", self.layout, LAYOUTS),
             ("feature_norm", self.feature_norm, FEATURE_NORMS),
+            ("encoder_precision", self.encoder_precision, ENCODER_PRECISIONS),
         ):
             if value not in choices:
                 return f"{name} must be one of {choices}, got {value!r}"

@@ -60,6 +60,8 @@ class EncoderSection:
     grid: tuple[int, ...]
     aggregation: str
     feature_norm: str
+    precision: str = "fp32"  # "int8": the encoder graph is quantized and the bank fitted through it
+    quantization: str | None = None  # how, and how far from fp32 it was measured; or why int8 was refused
 
 
 @dataclass(frozen=True)

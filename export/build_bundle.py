@@ -9,10 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 import shutil
+import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from edge_anomaly import __version__
+from edge_anomaly import bundle_format as fmt
 from edge_anomaly.bundle import Bundle, open_bundle
 from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import fit_normal_shots, fitted_sections, write_fitted_bundle
@@ -21,6 +24,8 @@ from edge_anomaly.images import list_images, read_image
 from edge_anomaly.manifest import Manifest, object_name_problem
 from edge_anomaly.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
+from .int8_encoder import METHOD as INT8_METHOD
+from .int8_encoder import agreement, calibration_images, quantize_encoder
 from .onnx_export import build_graphs, export_onnx
 
 
@@ -34,6 +39,34 @@ def choose_shots(normal: Path | list[Path], shots: int | None, seed: int) -> lis
     if shots > len(files):
         raise InputError(f"asked for {shots} shots but only {len(files)} normal images are available")
     return sorted(random.Random(seed).sample(files, shots))
+
+
+def _fit(backend, images: list, prep, options: FitOptions):
+    return fit_normal_shots(
+        backend, images, prep, options.max_bank, options.seed, options.augmentation, options.layout
+    )
+
+
+def _int8_fit(staging: Path, fp32: tuple, images: list, prep, options: FitOptions) -> tuple:
+    """The int8 encoder in place of the fp32 one and the fit through it, where they agree with fp32
+    (``int8_encoder``); else the fp32 fit, and a line on stderr saying why. Returns the fit and the encoder
+    section's precision fields."""
+    fp32_backend, fp32_fit = fp32
+    encoder_path = staging / fmt.ENCODER_ONNX
+    int8_path = quantize_encoder(
+        encoder_path, staging / "encoder.int8.onnx", calibration_images(fp32_fit.shots, options.seed), prep
+    )
+    int8_backend = OnnxRuntimeBackend(int8_path, staging / fmt.DECODER_ONNX, "cpu")
+    int8_fit = _fit(int8_backend, images, prep, options)
+    agreed = agreement((fp32_backend, fp32_fit), (int8_backend, int8_fit), fp32_fit.shots, prep, options.seed)
+    fp32_backend.close()
+    int8_backend.close()
+    if not agreed.holds:
+        int8_path.unlink()
+        print(f"export: int8 encoder refused, fp32 kept: {agreed.words()}", file=sys.stderr)
+        return fp32_fit, {"quantization": f"int8 refused: {agreed.words()}"}
+    int8_path.replace(encoder_path)
+    return int8_fit, {"precision": "int8", "quantization": f"{INT8_METHOD}; {agreed.words()}"}
 
 
 def build_bundle(
@@ -75,12 +108,13 @@ def build_bundle(
     try:
         encoder_path, decoder_path = export_onnx(graphs, staging)
         backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")
-        fit = fit_normal_shots(
-            backend, images, graphs.preprocessing(), options.max_bank, options.seed, options.augmentation,
-            options.layout,
-        )  # fmt: skip
+        fit = _fit(backend, images, graphs.preprocessing(), options)
+        sections = graphs.sections
+        if options.encoder_precision == "int8":
+            fit, encoder = _int8_fit(staging, (backend, fit), images, graphs.preprocessing(), options)
+            sections = replace(sections, encoder=replace(sections.encoder, **encoder))
         manifest = Manifest.of(
-            graphs.sections,
+            sections,
             fit=options,
             **fitted_sections(fit),
             object=object_name,

@@ -153,8 +153,8 @@ def _graph_for_precision(bundle: Bundle, graph: str, options: EngineOptions, wor
     from .onnx_precision import to_fp16, to_int8
 
     source = bundle.path_of(graph)
-    if options.precision == "fp32":
-        return source
+    if options.precision == "fp32" or (graph == "encoder" and bundle.manifest.encoder.precision == "int8"):
+        return source  # an int8 encoder is already Q/DQ, calibrated at export with the bank fitted through it
     if options.precision == "int8" and graph == "encoder":
         return to_int8(
             source, work / f"{graph}.int8.onnx", _calibration_batches(bundle, options), options.calibration_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from edge_anomaly.errors import EdgeAnomalyError
@@ -32,7 +33,11 @@ def add_commands(sub) -> None:
         metavar="DIR",
         help="also write a native Triton model repository (encoder, decoder with the bank, ensemble) into DIR",
     )
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="engine precision")
+    p.add_argument(
+        "--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+        help="engine precision; int8 also quantizes the bundle's ONNX encoder and fits the bank through it (as "
+        "--encoder-precision int8), engines or not",
+    )  # fmt: skip
     p.add_argument("--llm", default="none", metavar="SPEC", help=LLM_HELP)
     p.add_argument(
         "--llm-quant", default="q4_k_m", help="quantization for a converted model (q4_k_m, q5_k_m, q8_0, f16)"
@@ -68,6 +73,8 @@ def export(args: argparse.Namespace) -> int:
     from edge_anomaly.export.build_bundle import build_bundle
 
     options = fit_options(args)  # a mistaken option stops here, before any work
+    if args.precision == "int8":
+        options = replace(options, encoder_precision="int8")
     if args.sign:
         from edge_anomaly.signing import load_private_key
 

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from edge_anomaly.bundle_format import FEATURE_NORMS
-from edge_anomaly.fit_options import DEFAULT_FIT, FitOptions
+from edge_anomaly.fit_options import DEFAULT_FIT, ENCODER_PRECISIONS, FitOptions
 from edge_anomaly.placement import LAYOUTS
 from edge_anomaly.shot_views import AUGMENTATIONS
 
@@ -36,6 +36,9 @@ FIT_HELP = {
     "with lite0)",
     "feature_norm": "'stage': each stage's features L2-normalised per patch (the default); 'none': as PatchCore "
     "keeps them; 'shots': each stage divided by its mean patch norm on the shots",
+    "encoder_precision": "'int8': the encoder quantized (NNCF; stem and block 0 in float) and the bank fitted "
+    "through it, kept only where it decides as fp32 does on synthetic defects (threshold and scores within 10%% "
+    "of it, flagged pixels overlapping by 0.75); 'fp32' the default",
     "max_bank": "most patches the memory bank keeps (greedy coreset past it)",
     "seed": "seed for choosing shots",
 }
@@ -99,6 +102,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> Non
     parser.add_argument("--layout", choices=LAYOUTS, default=d.layout, help=FIT_HELP["layout"])
     parser.add_argument("--head-weight", type=non_negative, default=d.head_weight, help=FIT_HELP["head_weight"])
     parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=d.feature_norm, help=FIT_HELP["feature_norm"])
+    parser.add_argument(
+        "--encoder-precision", choices=ENCODER_PRECISIONS, default=d.encoder_precision,
+        help=FIT_HELP["encoder_precision"],
+    )  # fmt: skip
     parser.add_argument("--max-bank", type=at_least(1), default=d.max_bank, help=FIT_HELP["max_bank"])
     if seed:
         parser.add_argument("--seed", type=int, default=d.seed, help=FIT_HELP["seed"])
@@ -115,6 +122,7 @@ def fit_options(args: argparse.Namespace, seed: int | None = None) -> FitOptions
         layout=args.layout,
         head_weight=args.head_weight,
         feature_norm=args.feature_norm,
+        encoder_precision=args.encoder_precision,
         max_bank=args.max_bank,
         seed=args.seed if seed is None else seed,
     )
