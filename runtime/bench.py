@@ -155,6 +155,7 @@ def bench(inspector, frames: Sequence[np.ndarray], warmup: int = 20, progress: b
     return {
         "image_size": inspector.bundle.input_size,
         "shots": manifest.memory_bank.shots,
+        "encoder_precision": manifest.encoder.precision,
         "text_free_head": as_json(manifest.decoder.text_free_head),
         **run,
         "streaming_pipelined": pipelined,

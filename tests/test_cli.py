@@ -128,6 +128,7 @@ def test_bench_writes_every_field_and_a_plot(bundle_dir, synth_root, tmp_path):
     assert {"machine", "command", "frame_size", "frames", "warmup", "rounds", "runs"} <= set(report)
     assert {"cpu_model", "cpus", "gpu", "platform"} <= set(report["machine"]) and report["frames"] == 30
     run = report["runs"][0]
+    assert run["encoder_precision"] == "fp32" and "fp32 encoder" in done.stdout
     assert run["image_size"] == 128 and run["shots"] == 3 and run["backend"].startswith(("onnxruntime", "openvino"))
     assert run["backend_reason"] and run["threads"] >= 1 and run["memory_bank_size"] > 0
     assert run["backends_probed"]["onnxruntime-cpu"] is None and run["backends_probed"]["tensorrt"]  # no engines

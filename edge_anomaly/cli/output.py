@@ -55,6 +55,9 @@ def print_fitted(bundle: Bundle) -> None:
         f"bundle {bundle.root}: {bank.shots} shots, memory bank {bank.size} patches, {bank.layout} layout, "
         f"threshold {t.value:.4f} ({t.method})"
     )
+    encoder = bundle.manifest.encoder
+    if encoder.quantization:
+        print(f"encoder {encoder.precision}: {encoder.quantization}")
 
 
 def print_engines(bundle: Bundle) -> None:
@@ -72,7 +75,10 @@ def print_bench(report: dict) -> None:
     print(
         f"{box['cpu_model'] or box['processor']}, {box['cpus']} cores{gpu}; {run['backend']}, {run['threads']} threads"
     )
-    print(f"bundle: {run['image_size']} px, {run['shots']} shots, memory bank {run['memory_bank_size']} patches")
+    print(
+        f"bundle: {run['image_size']} px, {run['shots']} shots, memory bank {run['memory_bank_size']} patches, "
+        f"{run['encoder_precision']} encoder"
+    )
     print(f"{'stage':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s}")
     for stage, values in run["latency_ms"].items():
         print(f"{stage:12s} {values['p50']:8.2f} {values['p95']:8.2f} {values['p99']:8.2f}")
