@@ -176,3 +176,21 @@ def test_zero_shot_scale_benchmark(tmp_path):
     runs = json.loads(out.read_text())["runs"]
     assert [(r["images"], r["mode"], r["references"]) for r in runs] == [(18, "bounded", 6), (18, "full", None)]
     assert all(r["seconds"] > 0 and 0 <= r["image_auroc"] <= 1 for r in runs)
+
+
+def test_threshold_rules_rescore_a_report_as_the_calibrated_threshold_scored_it():
+    from edge_anomaly.benchmarks.threshold_rules import study
+
+    def run(category, scores, labels, evidence_max):
+        per_image = [{"image": f"{i}.png", "label": y, "score": s} for i, (s, y) in enumerate(zip(scores, labels))]
+        evidence = {"count": 4, "max": evidence_max, "mean": evidence_max / 2, "std": evidence_max / 8}
+        return {"category": category, "shots": 1, "best_accuracy": 1.0, "per_image": per_image,
+                "threshold_evidence": evidence}  # fmt: skip
+
+    report = {"runs": [run("a", [0.1, 0.5, 0.9, 1.2], [0, 0, 1, 1], 1.0), run("b", [0.2, 0.96], [0, 1], 1.0)]}
+    rules = study(report)
+    at_max = rules["max (the calibration's)"]["1"]
+    assert at_max["per_category"]["a"]["accuracy"] == 0.75  # 0.9 is below the threshold of 1.0
+    assert at_max["per_category"]["b"]["recall"] == 0.0
+    lower = rules["0.95 x max"]["1"]
+    assert lower["per_category"]["b"]["accuracy"] == 1.0 and lower["macro_mean"]["accuracy"] == 0.875
