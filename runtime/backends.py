@@ -194,7 +194,7 @@ TABLE = (
     BackendEntry(  # the dev set's figures hold with the decoder in bf16 (docs/benchmarks.md): taken where it runs
         "openvino-bf16",
         _openvino_problem("bf16"),
-        _openvino("bf16", "OpenVINO on this x86 CPU with bfloat16: f32 encoder, bf16 decoder"),
+        _openvino("bf16", "OpenVINO on this x86 CPU with bfloat16: the encoder as exported, bf16 decoder"),
     ),
     BackendEntry("openvino", _openvino_problem("f32"), _openvino("f32", "OpenVINO on this x86 CPU, f32")),
     BackendEntry(

@@ -9,8 +9,10 @@ the upsampling and smoothing) in bfloat16 on CPUs that have it
 (``openvino-bf16``, which ``auto`` takes there): the bank and the features
 come in f32, and the dev set's macro means stay within 0.002 of f32 (image
 and pixel AUROC; ``benchmarks/accuracy.py --backend openvino-bf16``,
-docs/benchmarks.md). The encoder always stays f32: in bf16 its features drift
-from the bank's, which were fitted in f32, and maps move ten times more.
+docs/benchmarks.md). The encoder runs as the bundle has it: never in bf16
+(its features would drift from the bank's, fitted in f32, and maps move ten
+times more), and as int8 where export quantized it and fitted the bank through
+it (``export.int8_encoder``).
 """
 
 from __future__ import annotations
