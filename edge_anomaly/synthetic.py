@@ -25,7 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DEFECTS = ("scratch", "cut", "stain", "cut_paste")
+DRAWN_DEFECTS = ("scratch", "cut", "stain")  # drawn on the image alone (cut_paste takes another image)
+DEFECTS = (*DRAWN_DEFECTS, "cut_paste")
 TEXTURES = ("brick", "grass", "gravel", "fabric")
 CHANGED = 12  # a pixel counts as defective when some channel moved by more than this
 

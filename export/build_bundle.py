@@ -77,9 +77,9 @@ def build_bundle(
     options: FitOptions = DEFAULT_FIT,
 ) -> Bundle:
     """Export graphs, fit the bank and threshold on the chosen shots, and seal the bundle at ``out``.
-    ``options``: image size, encoder, stages, neighbourhood, views, layout, head weight, feature scaling, bank
-    cap and the seed that draws the shots (``FitOptions``). Every option is checked before any work is done, and a
-    mistake raises ``InputError`` saying which."""
+    ``options``: image size, encoder, stages, neighbourhood, views, layout, head weight, feature scaling,
+    encoder precision, bank cap and the seed that draws the shots (``FitOptions``). Every option is checked
+    before any work is done, and a mistake raises ``InputError`` saying which."""
     problem = object_name_problem(object_name)
     if problem:
         raise InputError(f"object name {problem}")

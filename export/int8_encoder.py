@@ -36,7 +36,7 @@ import numpy as np
 from edge_anomaly import bundle_format as fmt
 from edge_anomaly.images import Preprocessing
 from edge_anomaly.shot_views import shot_views
-from edge_anomaly.synthetic import add_defect
+from edge_anomaly.synthetic import DRAWN_DEFECTS, add_defect
 
 FLOAT_SCOPE = (r"/_conv_stem/.*", r"/_blocks\.0/.*")  # node names kept in float (EfficientNetLite's modules)
 MAX_SHIFT = 0.10  # largest threshold or image score difference to fp32 accepted, as a share of the fp32 threshold
@@ -69,7 +69,8 @@ def calibration_images(shots: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """The shots, their dihedral views and a synthetic defect on each: what the encoder will see on a line."""
     rng = np.random.default_rng(seed)
     views = [v for shot in shots for v in shot_views(shot, "dihedral")]
-    defects = [add_defect(shot, ("scratch", "cut", "stain")[i % 3], rng)[0] for i, shot in enumerate(shots)]
+    kinds = DRAWN_DEFECTS
+    defects = [add_defect(shot, kinds[i % len(kinds)], rng)[0] for i, shot in enumerate(shots)]
     return views + defects
 
 
@@ -99,14 +100,15 @@ def agreement(fp32, int8, shots: list[np.ndarray], prep: Preprocessing, seed: in
     t32, t8 = fp32_fit.calibration.threshold, int8_fit.calibration.threshold
     rng = np.random.default_rng(seed + 1)  # other defects than those calibrated on
     frames = [
-        add_defect(shot, ("cut", "stain", "scratch")[i % 3], rng)[0]
+        add_defect(shot, DRAWN_DEFECTS[(i + 1) % len(DRAWN_DEFECTS)], rng)[0]
         for shot in shots[:4]
         for i in range(CHECK_FRAMES_PER_SHOT)
     ]
     batch = prep.batch(frames)
     map32, score32 = fp32_backend.decode(fp32_backend.encode(batch), fp32_fit.memory_bank)
     map8, score8 = int8_backend.decode(int8_backend.encode(batch), int8_fit.memory_bank)
-    shift = max(abs(t8 - t32), float(np.abs(score8 - score32).max())) / t32 if t32 > 0 else np.inf
+    moved = float(np.max([abs(t8 - t32), *np.abs(score8 - score32)]))  # np.max keeps a NaN: never agreement
+    shift = moved / t32 if t32 > 0 else np.inf
     flagged32, flagged8 = map32 > t32, map8 > t8
     union = int((flagged32 | flagged8).sum())
     overlap = float((flagged32 & flagged8).sum() / union) if union else 1.0

@@ -111,12 +111,12 @@ def default_frames(inspector, count: int, seed: int = 0) -> list[np.ndarray]:
 
     from edge_anomaly import bundle_format as fmt
     from edge_anomaly.images import read_image
-    from edge_anomaly.synthetic import add_defect
+    from edge_anomaly.synthetic import DRAWN_DEFECTS, add_defect
 
     rng = np.random.default_rng(seed)
     shots = [read_image(p) for p in inspector.bundle.files_of(fmt.ROLE_SHOT)]
     distinct = [
-        add_defect(shots[i % len(shots)], ("scratch", "cut", "stain")[i % 3], rng)[0]
+        add_defect(shots[i % len(shots)], DRAWN_DEFECTS[i % len(DRAWN_DEFECTS)], rng)[0]
         if i % DEFECT_SHARE == 0
         else shots[i % len(shots)]
         for i in range(2 * DEFECT_SHARE)

@@ -87,3 +87,31 @@ def test_export_precision_int8_asks_for_the_int8_encoder(synth_root, tmp_path):
     assert main([*argv, "--out", str(out)]) == 0
     manifest = open_bundle(out).manifest
     assert manifest.fit.encoder_precision == "int8" and manifest.encoder.quantization is not None
+
+
+def test_a_nan_from_the_int8_pipeline_is_never_agreement():
+    """A NaN score must refuse int8, not slip past the bound (``max`` of Python would drop it)."""
+    from types import SimpleNamespace
+
+    from edge_anomaly.images import Preprocessing
+
+    class Backend:
+        def __init__(self, score: float) -> None:
+            self.score = score
+
+        def encode(self, images):
+            return np.zeros((len(images), 4, 8), np.float32)
+
+        def decode(self, features, bank):
+            b = len(features)
+            return np.zeros((b, 64, 64), np.float32), np.full(b, self.score, np.float32)
+
+    def fit(threshold: float):
+        return SimpleNamespace(calibration=SimpleNamespace(threshold=threshold), memory_bank=np.zeros((1, 11)))
+
+    shots = [np.full((64, 64, 3), 128, np.uint8)]
+    prep = Preprocessing(64, (0.5,) * 3, (0.5,) * 3)
+    same = int8_encoder.agreement((Backend(1.0), fit(1.0)), (Backend(1.0), fit(1.0)), shots, prep, seed=0)
+    assert same.holds and same.shift == 0.0
+    nan = int8_encoder.agreement((Backend(1.0), fit(1.0)), (Backend(float("nan")), fit(1.0)), shots, prep, seed=0)
+    assert not nan.holds
