@@ -50,9 +50,10 @@ rc = llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), 
 sys.exit(rc)
 """
 _LOAD_CHECK = """
-import sys, llama_cpp
+import sys
+from edge_anomaly.runtime.llama_loading import load_llama
 adapter = sys.argv[2] if len(sys.argv) > 2 else None
-llm = llama_cpp.Llama(model_path=sys.argv[1], lora_path=adapter, n_ctx=256, n_threads=1, verbose=False)
+llm = load_llama(model_path=sys.argv[1], lora_path=adapter, n_ctx=256, n_threads=1, verbose=False)
 out = llm("Inspection result:", max_tokens=4, temperature=0.0)
 print(llm.metadata.get("general.architecture", "unknown"))
 """

@@ -28,6 +28,7 @@ from edge_anomaly.grounding import answer_disagreements, disagreements
 from edge_anomaly.result import InspectionResult
 from edge_anomaly.verdict_wording import verdict_opening, verdict_sentence
 
+from .llama_loading import load_llama
 from .verdict_prompts import FEW_SHOT, STYLES, TUNED, answer_prompt, verdict_prompt
 
 MAX_TOKENS = 64
@@ -58,7 +59,7 @@ class LlamaVerdictModel:
         with the frame loop (on 2 cores, with the model on 1 thread at lower priority, the stream's frame
         p99 stayed within 1.1x of an idle model's)."""
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError:
             raise BackendError(
                 "verdicts from a language model need llama-cpp-python: pip install llama-cpp-python"
@@ -72,7 +73,7 @@ class LlamaVerdictModel:
         self.threads = threads or max(1, len(os.sched_getaffinity(0)) - 1)
         try:
             with _native_stderr_silenced():
-                self._llm = Llama(
+                self._llm = load_llama(
                     model_path=str(gguf),
                     lora_path=str(adapter) if adapter else None,
                     n_ctx=n_ctx,

@@ -166,3 +166,18 @@ def test_chat_command_answers_questions_from_stdin(bundle_dir, synth_root, tmp_p
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert "anomalous" in lines[0] and "no language model" in lines[1]
+
+
+def test_amx_cpus_load_the_model_without_llama_cpps_extra_buffers(monkeypatch):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    import llama_cpp.llama_cpp as low
+
+    from edge_anomaly.runtime import llama_loading
+
+    seen = []
+    monkeypatch.setattr("llama_cpp.Llama", lambda **kwargs: seen.append(low.llama_model_default_params()) or kwargs)
+    for amx in (True, False):
+        monkeypatch.setattr(llama_loading, "has_amx", lambda amx=amx: amx)
+        assert llama_loading.load_llama(model_path="m.gguf") == {"model_path": "m.gguf"}
+    assert [params.use_extra_bufts for params in seen] == [False, True]  # AMX's repacking crashes (#20824)
+    assert low.llama_model_default_params().use_extra_bufts  # the defaults are back after the load

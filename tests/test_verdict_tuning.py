@@ -13,6 +13,7 @@ import pytest
 from edge_anomaly.findings import GRID_WORDS
 from edge_anomaly.grounding import disagreements
 from edge_anomaly.result import InspectionResult, Region
+from edge_anomaly.runtime.llama_loading import load_llama
 
 LOCATIONS = [w for row in GRID_WORDS for w in row]
 
@@ -59,7 +60,7 @@ def test_every_training_target_passes_the_guard():
 
 
 peft = pytest.importorskip("peft", reason="peft is needed to train adapters")
-llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
 
 
 def test_adapter_trained_in_torch_changes_what_llama_cpp_writes(tiny_llama, tmp_path):
@@ -86,7 +87,7 @@ def test_adapter_trained_in_torch_changes_what_llama_cpp_writes(tiny_llama, tmp_
     texts, logits = {}, {}
     tokens = encode_pairs(tokenizer, pairs[:1])[0][0]
     for name, lora in (("plain", None), ("tuned", str(adapter))):
-        llm = llama_cpp.Llama(
+        llm = load_llama(
             model_path=str(base), lora_path=lora, n_ctx=128, n_threads=1, logits_all=True, verbose=False
         )
         texts[name] = llm(prompt, max_tokens=24, temperature=0.0, stop=["\n"])["choices"][0]["text"]
