@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,11 +16,12 @@ from edge_anomaly.images import Preprocessing
 from edge_anomaly.manifest import DecoderSection, EncoderSection, GraphSections, HeadSection, InputSection, OnnxSection
 from edge_anomaly.placement import PLACE_COLUMNS
 
+from .decoder_branches import with_free_branch
 from .efficientnet_lite import load_efficientnet_lite
 from .encoders import resolve_encoder
 from .head_model import ASSET as HEAD_ASSET
 from .head_model import HEAD_NEIGHBOURHOOD, HEAD_WEIGHT, file_sha256, load_head
-from .patch_model import NearestNeighbourDecoder, PatchEncoder, grid_for
+from .patch_model import FreeBankDecoder, NearestNeighbourDecoder, PatchEncoder, ReachCheck, grid_for
 
 OPSET = 17
 SIGMA = 4.0
@@ -45,7 +47,10 @@ class DetectorGraphs:
 
     @torch.no_grad()
     def decode(self, features: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maps, scores = self.decoder(torch.from_numpy(features), torch.from_numpy(bank))
+        """As the exported decoder: the free-bank branch where every row reaches everywhere."""
+        features_t, bank_t = torch.from_numpy(features), torch.from_numpy(bank)
+        free = bool(self.decoder.reaches_everywhere(bank_t))
+        maps, scores = (FreeBankDecoder(self.decoder) if free else self.decoder)(features_t, bank_t)
         return maps.numpy(), scores.numpy()
 
     def preprocessing(self) -> Preprocessing:
@@ -154,19 +159,35 @@ def export_onnx(graphs: DetectorGraphs, out_dir: Path) -> tuple[Path, Path]:
             opset_version=OPSET,
             dynamo=False,
         )
-        torch.onnx.export(
-            graphs.decoder,
-            (features, bank),
-            str(decoder_path),
-            input_names=list(fmt.DECODER_INPUTS),
-            output_names=list(fmt.DECODER_OUTPUTS),
-            dynamic_axes={
-                "features": {0: "batch"},
-                "memory_bank": {0: "memory_bank_size"},
-                "anomaly_map": {0: "batch"},
-                "score": {0: "batch"},
-            },
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="edge-anomaly-decoder-") as work:
+            branches = {}
+            for name, module in (("full", graphs.decoder), ("free", FreeBankDecoder(graphs.decoder))):
+                branches[name] = Path(work) / f"{name}.onnx"
+                torch.onnx.export(
+                    module,
+                    (features, bank),
+                    str(branches[name]),
+                    input_names=list(fmt.DECODER_INPUTS),
+                    output_names=list(fmt.DECODER_OUTPUTS),
+                    dynamic_axes={
+                        "features": {0: "batch"},
+                        "memory_bank": {0: "memory_bank_size"},
+                        "anomaly_map": {0: "batch"},
+                        "score": {0: "batch"},
+                    },
+                    opset_version=OPSET,
+                    dynamo=False,
+                )
+            check = Path(work) / "reach.onnx"
+            torch.onnx.export(
+                ReachCheck(graphs.decoder),
+                (bank,),
+                str(check),
+                input_names=[fmt.DECODER_INPUTS[1]],
+                output_names=["reaches_everywhere"],
+                dynamic_axes={"memory_bank": {0: "memory_bank_size"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+            with_free_branch(branches["full"], branches["free"], check, decoder_path)
     return encoder_path, decoder_path

@@ -164,23 +164,46 @@ class NearestNeighbourDecoder(nn.Module):
         self.image_size = image_size
         self.register_buffer("rows_operator", upsample_and_smooth(grid[0], image_size[0], sigma))
         self.register_buffer("cols_operator_t", upsample_and_smooth(grid[1], image_size[1], sigma).t().contiguous())
-        # Each query patch's place as two one-hot codes (its grid row, its grid column), times -1/2: appended to
-        # the features, they meet a bank row's out-of-reach columns inside the one distance matmul (see
+        # Each query patch's place as two one-hot codes (its grid row, its grid column): appended to the
+        # features, they meet a bank row's out-of-reach columns inside the one distance matmul (see
         # ``patch_distances``), so the reach costs no pass over the [N x M] distances.
         rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
         codes = torch.cat([F.one_hot(rows.flatten(), grid[0]), F.one_hot(cols.flatten(), grid[1])], dim=1)
-        self.register_buffer("place_codes", -0.5 * codes.float())
+        self.register_buffer("place_codes", codes.float())
         self.register_buffer("grid_rows", torch.arange(grid[0]).float())
         self.register_buffer("grid_cols", torch.arange(grid[1]).float())
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        patch_scores = self.patch_distances(features, memory_bank)
+        return self.scored(features, self.patch_distances(features, memory_bank))
+
+    def scored(self, features: torch.Tensor, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch distances ``[B x N]`` (with the head's share added) -> map and image score."""
         if self.head is not None:
-            patch_scores = patch_scores + self.head_weight * self.head(features)
-        return self.image_map(patch_scores)
+            distances = distances + self.head_weight * self.head(features)
+        return self.image_map(distances)
+
+    def reaches_everywhere(self, memory_bank: torch.Tensor) -> torch.Tensor:
+        """Whether every bank row reaches every place of the grid (a free bank): then ``free_distances``
+        equals ``patch_distances`` exactly."""
+        return memory_bank[:, -1].min() >= max(self.grid) - 1
+
+    def free_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
+        """``patch_distances`` for a bank whose rows all reach everywhere: without the place columns, which
+        are zero there and made up 64 of the matmul's 218 columns at 256 px (the 4-shot decoder on OpenVINO
+        took 2.9 ms against 3.4, docs/benchmarks.md)."""
+        bank = memory_bank[:, :-PLACE_COLUMNS]
+        m_sq = (bank * bank).sum(-1, keepdim=True)
+        f_sq = (features * features).sum(-1, keepdim=True)
+        keys = torch.cat([bank, torch.ones_like(m_sq), m_sq], dim=1)
+        queries = torch.cat([-2.0 * features, f_sq, torch.ones_like(f_sq)], dim=-1)
+        return torch.sqrt(torch.clamp(torch.matmul(queries, keys.t()).min(dim=-1).values, min=0.0))
 
     def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
         """``[B x N]``: each patch's distance to its nearest normal patch within reach.
+
+        The whole squared distance is one matmul, ``[-2f, codes, |f|^2, 1] . [m, far, 1, |m|^2]``, whose
+        output goes straight into the minimum: adding the norms and scaling by -2 over the ``[N x M]``
+        distances had taken a fifth of the 4-shot decoder on OpenVINO (docs/benchmarks.md).
 
         A bank row gets ``OUT_OF_REACH`` for each grid row and each grid column farther than its reach from
         its place; the query's place codes pick its own row and column of those, so the matmul adds
@@ -189,11 +212,12 @@ class NearestNeighbourDecoder(nn.Module):
         bank, place, reach = memory_bank[:, :-PLACE_COLUMNS], memory_bank[:, -PLACE_COLUMNS:-1], memory_bank[:, -1:]
         far_rows = ((self.grid_rows[None, :] - place[:, :1]).abs() > reach).float() * OUT_OF_REACH
         far_cols = ((self.grid_cols[None, :] - place[:, 1:]).abs() > reach).float() * OUT_OF_REACH
-        keys = torch.cat([bank, far_rows, far_cols], dim=1)  # [M x (D + rows + cols)]
-        queries = torch.cat([features, self.place_codes.expand(features.shape[0], -1, -1)], dim=-1)
+        m_sq = (bank * bank).sum(-1, keepdim=True)
+        keys = torch.cat([bank, far_rows, far_cols, torch.ones_like(m_sq), m_sq], dim=1)  # [M x (D + rows + cols + 2)]
         f_sq = (features * features).sum(-1, keepdim=True)
-        m_sq = (bank * bank).sum(-1)
-        d_sq = f_sq - 2.0 * torch.matmul(queries, keys.t()) + m_sq
+        codes = self.place_codes.expand(features.shape[0], -1, -1)
+        queries = torch.cat([-2.0 * features, codes, f_sq, torch.ones_like(f_sq)], dim=-1)
+        d_sq = torch.matmul(queries, keys.t())
         return torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,6 +225,29 @@ class NearestNeighbourDecoder(nn.Module):
         patch = patch_scores.view(-1, self.grid[0], self.grid[1])
         anomaly_map = torch.matmul(torch.matmul(self.rows_operator, patch), self.cols_operator_t)
         return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
+
+
+class FreeBankDecoder(nn.Module):
+    """A decoder's graph for free banks only (``NearestNeighbourDecoder.free_distances``): the branch the
+    exported decoder takes when ``ReachCheck`` says the bank allows it (``decoder_branches``)."""
+
+    def __init__(self, decoder: NearestNeighbourDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder.scored(features, self.decoder.free_distances(features, memory_bank))
+
+
+class ReachCheck(nn.Module):
+    """Memory bank -> whether ``FreeBankDecoder`` may decode it (``reaches_everywhere``), as a graph."""
+
+    def __init__(self, decoder: NearestNeighbourDecoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, memory_bank: torch.Tensor) -> torch.Tensor:
+        return self.decoder.reaches_everywhere(memory_bank)
 
 
 def grid_for(image_size: int, stride: int) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from edge_anomaly.cli import main
+from edge_anomaly.images import read_image
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -139,6 +140,8 @@ def test_bench_writes_every_field_and_a_plot(bundle_dir, synth_root, tmp_path):
     assert sum(run["latency_ms"][s]["p50"] for s in ("preprocess", "encoder", "decoder")) <= total * 1.5
     assert run["frames_per_second"] > 0 and run["streaming_frames_per_second"] > 0 and run["runtime_peak_rss_mb"] > 0
     assert run["streaming_serial_frames_per_second"] > 0 and run["streaming_pipelined_frames_per_second"] > 0
+    held = [read_image(p) for p in sorted(source.iterdir())[:30]]  # a short folder is cycled, not copied
+    assert run["frames_held_mb"] == round(sum(image.nbytes for image in held) / 2**20, 1) > 0
     mode = "pipelined" if run["streaming_pipelined"] else "serial"
     assert run["streaming_frames_per_second"] == run[f"streaming_{mode}_frames_per_second"]  # the default mode
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

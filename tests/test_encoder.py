@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -90,6 +91,28 @@ def test_decoder_takes_a_memory_bank_of_any_length(tmp_path):
         expected = np.sqrt(dim)  # distance from the zero vector to the all-ones vector
         assert score[0] == pytest.approx(expected, rel=1e-4)
         assert anomaly_map.shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize("reach, far", [(14.0, True), (15.0, False)])
+def test_exported_decoder_drops_the_place_columns_only_where_every_row_reaches_everywhere(tmp_path, reach, far):
+    graphs = build_graphs("lite0", 128, head_weight=0.0)  # a 16 x 16 grid: reach 15 spans it, 14 does not
+    _, decoder_path = export_onnx(graphs, tmp_path)
+    assert [n.op_type for n in onnx.load(str(decoder_path)).graph.node][-1] == "If"
+    dim = graphs.sections.encoder.feature_dim
+    a, b = np.zeros(dim, np.float32), np.zeros(dim, np.float32)
+    a[0], b[1] = 1.0, 1.0
+    # Row a sits at the grid's first corner with ``reach``; row b reaches everywhere. The query is b
+    # everywhere but at the far corner, where it is a: 15 cells from row a in both directions.
+    bank = np.stack([np.concatenate([a, [0, 0, reach]]), np.concatenate([b, [0, 0, EVERYWHERE]])]).astype(np.float32)
+    query = np.tile(b, (1, 256, 1))
+    query[0, -1] = a
+    decoder = ort.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    _, score = decoder.run(None, {"features": query, "memory_bank": bank})
+    with torch.no_grad():
+        _, expected = graphs.decoder(torch.from_numpy(query), torch.from_numpy(bank))  # the full search
+    assert score[0] == pytest.approx(float(expected[0]), abs=1e-5)
+    assert (score[0] > 0.1) == far  # out of reach, a finds only b (sqrt 2 away, smoothed); within it, itself
+    assert graphs.decode(query, bank)[1][0] == pytest.approx(float(expected[0]), abs=1e-5)  # torch takes it too
 
 
 def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():

@@ -86,7 +86,8 @@ def print_bench(report: dict) -> None:
     print(f"batch-1 {run['frames_per_second']:.1f} frames/s; streaming {run['streaming_frames_per_second']:.1f} "
           f"frames/s ({mode}, the stream's default here; {run['streaming_pipelined_frames_per_second']:.1f} "
           f"pipelined, {run['streaming_serial_frames_per_second']:.1f} serial); "
-          f"peak RSS {run['runtime_peak_rss_mb']:.0f} MB")  # fmt: skip
+          f"peak RSS {run['runtime_peak_rss_mb']:.0f} MB "
+          f"({run['frames_held_mb']:.0f} MB of it the frames the bench holds)")  # fmt: skip
     if run["backend"] == "triton":
         print("triton: 'encoder' is the whole round trip to the server (both graphs there); 'decoder' unpacks it")
     if "baseline" in run:
