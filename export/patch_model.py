@@ -189,21 +189,12 @@ class NearestNeighbourDecoder(nn.Module):
 
     def free_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
         """``patch_distances`` for a bank whose rows all reach everywhere: without the place columns, which
-        are zero there and made up 64 of the matmul's 218 columns at 256 px (the 4-shot decoder on OpenVINO
-        took 2.9 ms against 3.4, docs/benchmarks.md)."""
-        bank = memory_bank[:, :-PLACE_COLUMNS]
-        m_sq = (bank * bank).sum(-1, keepdim=True)
-        f_sq = (features * features).sum(-1, keepdim=True)
-        keys = torch.cat([bank, torch.ones_like(m_sq), m_sq], dim=1)
-        queries = torch.cat([-2.0 * features, f_sq, torch.ones_like(f_sq)], dim=-1)
-        return torch.sqrt(torch.clamp(torch.matmul(queries, keys.t()).min(dim=-1).values, min=0.0))
+        are zero there and made up 64 of the matmul's 218 columns at 256 px (the 4-shot decoder alone on
+        OpenVINO: 2.8-3.2 ms without them, 3.4-3.9 with them; docs/benchmarks.md)."""
+        return nearest_distances(features, memory_bank[:, :-PLACE_COLUMNS])
 
     def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
         """``[B x N]``: each patch's distance to its nearest normal patch within reach.
-
-        The whole squared distance is one matmul, ``[-2f, codes, |f|^2, 1] . [m, far, 1, |m|^2]``, whose
-        output goes straight into the minimum: adding the norms and scaling by -2 over the ``[N x M]``
-        distances had taken a fifth of the 4-shot decoder on OpenVINO (docs/benchmarks.md).
 
         A bank row gets ``OUT_OF_REACH`` for each grid row and each grid column farther than its reach from
         its place; the query's place codes pick its own row and column of those, so the matmul adds
@@ -212,19 +203,28 @@ class NearestNeighbourDecoder(nn.Module):
         bank, place, reach = memory_bank[:, :-PLACE_COLUMNS], memory_bank[:, -PLACE_COLUMNS:-1], memory_bank[:, -1:]
         far_rows = ((self.grid_rows[None, :] - place[:, :1]).abs() > reach).float() * OUT_OF_REACH
         far_cols = ((self.grid_cols[None, :] - place[:, 1:]).abs() > reach).float() * OUT_OF_REACH
-        m_sq = (bank * bank).sum(-1, keepdim=True)
-        keys = torch.cat([bank, far_rows, far_cols, torch.ones_like(m_sq), m_sq], dim=1)  # [M x (D + rows + cols + 2)]
-        f_sq = (features * features).sum(-1, keepdim=True)
         codes = self.place_codes.expand(features.shape[0], -1, -1)
-        queries = torch.cat([-2.0 * features, codes, f_sq, torch.ones_like(f_sq)], dim=-1)
-        d_sq = torch.matmul(queries, keys.t())
-        return torch.sqrt(torch.clamp(d_sq.min(dim=-1).values, min=0.0))
+        return nearest_distances(features, bank, [codes], [far_rows, far_cols])
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch scores ``[B x N]`` -> smoothed map at input size ``[B x H x W]`` and its maximum ``[B]``."""
         patch = patch_scores.view(-1, self.grid[0], self.grid[1])
         anomaly_map = torch.matmul(torch.matmul(self.rows_operator, patch), self.cols_operator_t)
         return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
+
+
+def nearest_distances(
+    features: torch.Tensor, bank: torch.Tensor, query_extra: list | None = None, bank_extra: list | None = None
+) -> torch.Tensor:
+    """``[B x N]``: each patch's distance to its nearest bank row, the whole squared distance in one matmul,
+    ``[-2f, query_extra, |f|^2, 1] . [m, bank_extra, 1, |m|^2]``, whose output goes straight into the
+    minimum: adding the norms and scaling by -2 over the ``[N x M]`` distances had taken a fifth of the
+    4-shot decoder on OpenVINO (docs/benchmarks.md). The extra columns add a penalty (the reach)."""
+    m_sq = (bank * bank).sum(-1, keepdim=True)
+    f_sq = (features * features).sum(-1, keepdim=True)
+    keys = torch.cat([bank, *(bank_extra or []), torch.ones_like(m_sq), m_sq], dim=1)
+    queries = torch.cat([-2.0 * features, *(query_extra or []), f_sq, torch.ones_like(f_sq)], dim=-1)
+    return torch.sqrt(torch.clamp(torch.matmul(queries, keys.t()).min(dim=-1).values, min=0.0))
 
 
 class FreeBankDecoder(nn.Module):

@@ -128,7 +128,7 @@ def default_frames(inspector, count: int, seed: int = 0) -> list[np.ndarray]:
         else shots[i % len(shots)]
         for i in range(2 * DEFECT_SHARE)
     ]
-    # The distinct frames are converted once and cycled: 300 copies would add 59 MB of the bench's own
+    # The distinct frames are converted once and cycled: 300 copies added 56 MB of the bench's own
     # frames to the runtime's peak RSS (a stream holds a few frames at a time, not the whole run).
     distinct = [cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) for frame in distinct]
     return [distinct[i % len(distinct)] for i in range(count)]
