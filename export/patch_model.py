@@ -218,7 +218,7 @@ def nearest_distances(
 ) -> torch.Tensor:
     """``[B x N]``: each patch's distance to its nearest bank row, the whole squared distance in one matmul,
     ``[-2f, query_extra, |f|^2, 1] . [m, bank_extra, 1, |m|^2]``, whose output goes straight into the
-    minimum: adding the norms and scaling by -2 over the ``[N x M]`` distances had taken a fifth of the
+    minimum: adding the norms and scaling by -2 over the ``[N x M]`` distances had taken a sixth of the
     4-shot decoder on OpenVINO (docs/benchmarks.md). The extra columns add a penalty (the reach)."""
     m_sq = (bank * bank).sum(-1, keepdim=True)
     f_sq = (features * features).sum(-1, keepdim=True)
