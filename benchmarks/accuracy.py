@@ -8,10 +8,10 @@ seed) is done twice in the same process: with the options given (the
 defaults unless told) and with the plain memory bank, the baseline every
 figure stands beside: Lite0 stages 2+4, 3x3 mean, no per-stage normalisation,
 no views, no head, free layout, the maximum of the smoothed map, the same
-calibration, at the image size asked for. Written: every run of both, the
-mean over seeds per category and shot count, the macro mean over categories
-per shot count, and the difference to the baseline, as JSON and a markdown
-table beside it (same name, ``.md``). ``--no-baseline`` skips the second run.
+calibration, at the image size asked for. Written: every run of both, the mean over seeds per category and
+shot count, the macro mean over categories per shot count, and the
+difference to the baseline, as JSON and a markdown table beside it (same
+name, ``.md``). ``--no-baseline`` skips the second run.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ SHORT = {"image_auroc": "img AUROC", "pixel_auroc": "px AUROC", "accuracy": "acc
 def summarise(runs: list[dict], baseline: list[dict], shots: list[int]) -> dict:
     """Per category and shot count (mean over seeds) and the macro mean over categories, each with the
     baseline's and the difference."""
+
     def block(mine: list[dict], theirs: list[dict]) -> dict:
         a = mean_report(mine)
         if not theirs:
@@ -68,8 +69,7 @@ def summarise(runs: list[dict], baseline: list[dict], shots: list[int]) -> dict:
     for s in shots:
         means = [per_category[c][str(s)] for c in categories]
         macro[str(s)] = {
-            part: {k: float(np.nanmean([m[part][k] for m in means])) for k in METRIC_KEYS}
-            for part in means[0]
+            part: {k: float(np.nanmean([m[part][k] for m in means])) for k in METRIC_KEYS} for part in means[0]
         }
     return {"per_category": per_category, "macro_mean": macro}
 

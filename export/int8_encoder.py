@@ -69,8 +69,7 @@ def calibration_images(shots: list[np.ndarray], seed: int) -> list[np.ndarray]:
     """The shots, their dihedral views and a synthetic defect on each: what the encoder will see on a line."""
     rng = np.random.default_rng(seed)
     views = [v for shot in shots for v in shot_views(shot, "dihedral")]
-    kinds = DRAWN_DEFECTS
-    defects = [add_defect(shot, kinds[i % len(kinds)], rng)[0] for i, shot in enumerate(shots)]
+    defects = [add_defect(shot, DRAWN_DEFECTS[i % len(DRAWN_DEFECTS)], rng)[0] for i, shot in enumerate(shots)]
     return views + defects
 
 

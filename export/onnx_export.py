@@ -149,45 +149,30 @@ def export_onnx(graphs: DetectorGraphs, out_dir: Path) -> tuple[Path, Path]:
     encoder_path, decoder_path = out_dir / fmt.ENCODER_ONNX, out_dir / fmt.DECODER_ONNX
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter about constant shapes, expected here
-        torch.onnx.export(
-            graphs.encoder,
-            (image,),
-            str(encoder_path),
-            input_names=[fmt.ENCODER_INPUT],
-            output_names=[fmt.ENCODER_OUTPUT],
-            dynamic_axes={fmt.ENCODER_INPUT: {0: "batch"}, fmt.ENCODER_OUTPUT: {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        batch = {0: "batch"}
+        _to_onnx(graphs.encoder, (image,), encoder_path, {fmt.ENCODER_INPUT: batch, fmt.ENCODER_OUTPUT: batch})
+        bank_rows = {0: "memory_bank_size"}
+        decoder_axes = dict(zip((*fmt.DECODER_INPUTS, *fmt.DECODER_OUTPUTS), (batch, bank_rows, batch, batch)))
         with tempfile.TemporaryDirectory(prefix="edge-anomaly-decoder-") as work:
-            branches = {}
-            for name, module in (("full", graphs.decoder), ("free", FreeBankDecoder(graphs.decoder))):
-                branches[name] = Path(work) / f"{name}.onnx"
-                torch.onnx.export(
-                    module,
-                    (features, bank),
-                    str(branches[name]),
-                    input_names=list(fmt.DECODER_INPUTS),
-                    output_names=list(fmt.DECODER_OUTPUTS),
-                    dynamic_axes={
-                        "features": {0: "batch"},
-                        "memory_bank": {0: "memory_bank_size"},
-                        "anomaly_map": {0: "batch"},
-                        "score": {0: "batch"},
-                    },
-                    opset_version=OPSET,
-                    dynamo=False,
-                )
-            check = Path(work) / "reach.onnx"
-            torch.onnx.export(
-                ReachCheck(graphs.decoder),
-                (bank,),
-                str(check),
-                input_names=[fmt.DECODER_INPUTS[1]],
-                output_names=["reaches_everywhere"],
-                dynamic_axes={"memory_bank": {0: "memory_bank_size"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-            with_free_branch(branches["full"], branches["free"], check, decoder_path)
+            full, free, check = (Path(work) / f"{name}.onnx" for name in ("full", "free", "reach"))
+            _to_onnx(graphs.decoder, (features, bank), full, decoder_axes)
+            _to_onnx(FreeBankDecoder(graphs.decoder), (features, bank), free, decoder_axes)
+            reach_axes = {fmt.DECODER_INPUTS[1]: bank_rows, "reaches_everywhere": {}}
+            _to_onnx(ReachCheck(graphs.decoder), (bank,), check, reach_axes)
+            with_free_branch(full, free, check, decoder_path)
     return encoder_path, decoder_path
+
+
+def _to_onnx(module: torch.nn.Module, args: tuple, path: Path, names: dict[str, dict[int, str]]) -> None:
+    """Trace ``module`` on ``args`` to ``path`` at the bundle's opset. ``names``: each input, then each output
+    (as many as the module has of each, in order), with its dynamic axes."""
+    torch.onnx.export(
+        module,
+        args,
+        str(path),
+        input_names=list(names)[: len(args)],
+        output_names=list(names)[len(args) :],
+        dynamic_axes={name: axes for name, axes in names.items() if axes},
+        opset_version=OPSET,
+        dynamo=False,
+    )
