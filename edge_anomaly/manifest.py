@@ -114,10 +114,15 @@ class BankSection:
 
 @dataclass(frozen=True)
 class NormalScores:
+    """The held-out normal scores a threshold rests on: their summary, and the scores themselves (empty in
+    bundles made before they were kept), so that other threshold rules can be studied from a bundle or an
+    eval report without refitting."""
+
     count: int
     max: float
     mean: float
     std: float
+    values: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,6 +320,10 @@ def _check_ranges(m: Manifest, where: str) -> None:
         _fail(where, "memory_bank.aligned_share", f"must be null or a number in [0, 1], found {share}")
     if m.threshold.value < 0:
         _fail(where, "threshold.value", f"must not be negative, found {m.threshold.value}")
+    held_out = m.threshold.normal_scores
+    if held_out.values and len(held_out.values) != held_out.count:
+        _fail(where, "threshold.normal_scores.values", f"must hold count ({held_out.count}) scores, found "
+              f"{len(held_out.values)}")
     problem = object_name_problem(m.object)
     if problem:
         _fail(where, "object", problem)

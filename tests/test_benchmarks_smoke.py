@@ -189,8 +189,22 @@ def test_threshold_rules_rescore_a_report_as_the_calibrated_threshold_scored_it(
 
     report = {"runs": [run("a", [0.1, 0.5, 0.9, 1.2], [0, 0, 1, 1], 1.0), run("b", [0.2, 0.96], [0, 1], 1.0)]}
     rules = study(report)
-    at_max = rules["max (the calibration's)"]["1"]
+    at_max = rules["max of the held-out scores"]["1"]
     assert at_max["per_category"]["a"]["accuracy"] == 0.75  # 0.9 is below the threshold of 1.0
     assert at_max["per_category"]["b"]["recall"] == 0.0
     lower = rules["0.95 x max"]["1"]
     assert lower["per_category"]["b"]["accuracy"] == 1.0 and lower["macro_mean"]["accuracy"] == 0.875
+    assert not any(name.startswith("odd quarters") for name in rules)  # the report holds no scores themselves
+
+
+def test_threshold_rules_set_an_odd_quarter_aside_when_the_report_holds_the_scores():
+    from edge_anomaly.benchmarks.threshold_rules import study
+
+    held_out = [0.50, 0.52, 0.48, 0.51, 0.49, 0.50, 0.53, 1.00]  # 2 shots' quarters, one of them odd
+    evidence = {"count": 8, "max": 1.0, "mean": 0.57, "std": 0.16, "values": held_out}
+    per_image = [{"image": f"{i}.png", "label": y, "score": s} for i, (s, y) in enumerate([(0.45, 0), (0.8, 1)])]
+    report = {"runs": [{"category": "a", "shots": 2, "best_accuracy": 1.0, "per_image": per_image,
+                        "threshold_evidence": evidence}]}  # fmt: skip
+    rules = study(report)
+    assert rules["max of the held-out scores"]["2"]["macro_mean"]["recall"] == 0.0  # 0.8 is under the odd 1.0
+    assert rules["odd quarters set aside, z 4"]["2"]["macro_mean"]["accuracy"] == 1.0  # threshold 0.53

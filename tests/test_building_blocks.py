@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_anomaly.calibration import MAX_HELD_OUT_SHOTS, calibrate_held_out_quarters
+from edge_anomaly.calibration import (
+    HELD_OUT_Z,
+    MAX_HELD_OUT_SHOTS,
+    MIN_SPREAD_SCORES,
+    calibrate_held_out_quarters,
+    held_out_threshold,
+    outlier_threshold,
+)
 from edge_anomaly.findings import GRID_WORDS, find_regions, grid_location
 from edge_anomaly.memory_bank import build_memory_bank, greedy_coreset
 from edge_anomaly.metrics import au_pro, best_accuracy, pixel_auroc
@@ -121,6 +128,18 @@ def test_held_out_quarter_is_left_out_of_every_view():
     assert alone.threshold == max(alone.normal_scores)
     twice = _calibrate(np.stack([views, views]))  # a second shot identical to the first covers every quarter
     assert len(twice.normal_scores) == 8 and twice.threshold == 0.0
+
+
+def test_an_odd_held_out_quarter_is_set_aside_once_a_spread_can_be_told():
+    rng = np.random.default_rng(2)
+    usual = list(1.0 + 0.05 * rng.standard_normal(MIN_SPREAD_SCORES - 1))
+    odd = 3.0  # a quarter unlike any other part of the shots
+    assert outlier_threshold([*usual, odd], HELD_OUT_Z) < odd
+    assert held_out_threshold([*usual, odd]) == max(usual)
+    assert held_out_threshold([*usual[:3], odd]) == odd  # one shot's 4 scores: the maximum stays
+    spread = [*usual, 1.12]  # a high score within the spread is a sample of it, and kept
+    assert held_out_threshold(spread) == 1.12
+    assert held_out_threshold([0.5] * MIN_SPREAD_SCORES + [0.9]) == 0.9  # no spread to measure against
 
 
 def test_held_out_shots_are_capped():

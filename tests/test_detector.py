@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_anomaly.calibration import held_out_threshold
 from edge_anomaly.evaluation import evaluate_category, load_test_set
 from edge_anomaly.fit_options import FitOptions
 from edge_anomaly.images import read_image
@@ -78,5 +79,6 @@ def test_threshold_is_calibrated_from_normals_alone(synth_root, tmp_path, shots)
     bundle = build_bundle(normal, tmp_path / "b", shots, options=FitOptions(image_size=128))
     t = as_json(bundle.manifest.threshold)
     assert "each quarter of each shot" in t["method"]
-    assert t["value"] == pytest.approx(t["normal_scores"]["max"]) and "margin" not in t
-    assert t["normal_scores"]["count"] == 4 * shots
+    assert t["value"] == pytest.approx(held_out_threshold(t["normal_scores"]["values"])) and "margin" not in t
+    assert t["normal_scores"]["count"] == len(t["normal_scores"]["values"]) == 4 * shots
+    assert max(t["normal_scores"]["values"]) == pytest.approx(t["normal_scores"]["max"])

@@ -338,6 +338,7 @@ def test_a_local_camera_that_does_not_open_fails_at_once():
         (lambda m: m["input"].__setitem__("size", 64), "encoder.grid"),
         (lambda m: m["files"].__setitem__("memory_bank.npy", "bank"), "files['memory_bank.npy']"),
         (lambda m: m["threshold"].__setitem__("value", True), "threshold.value"),
+        (lambda m: m["threshold"]["normal_scores"].__setitem__("values", [0.5]), "threshold.normal_scores.values"),
         (lambda m: m["fit"].__setitem__("layout", "sideways"), "fit layout must be one of"),
         (lambda m: m["memory_bank"].__setitem__("margin", 1.0), "memory_bank holds unknown key"),
         (lambda m: m.__setitem__("llm", {"file": "llm.gguf", "source": "x", "quantization": "q4_k_m",
@@ -345,7 +346,7 @@ def test_a_local_camera_that_does_not_open_fails_at_once():
          "must list 'llm.gguf' as a llm file"),  # fmt: skip
     ],
     ids=["no role", "size as text", "no grid", "input size 64", "entry not an object", "threshold true",
-         "fit layout", "unknown key", "named file not listed"],  # fmt: skip
+         "held-out scores short", "fit layout", "unknown key", "named file not listed"],  # fmt: skip
 )
 def test_a_resealed_manifest_with_a_mistyped_entry_names_the_key(bundle_copy, defect_image, edit, key):
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
