@@ -35,7 +35,6 @@ from .fit_options import FitOptions
 OBJECT_NAME_MAX = 64
 _OBJECT_NAME = re.compile(r"[\w][\w .,'()/+-]*")  # words, spaces and the punctuation of part names
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-PATCH_STRIDE = 8  # the finest stage the bank's grid lives on (``export.patch_model``)
 MEMORY_BANK_LAYOUTS = ("aligned", "free")
 LLM_PROMPTS = ("tuned", "few-shot")  # ``runtime.verdict_prompts.STYLES``
 
@@ -308,7 +307,10 @@ def _check_ranges(m: Manifest, where: str) -> None:
             _fail(where, f"input.{key}", f"must be 3 {'positive ' if key == 'std' else ''}numbers, found {values}")
     if m.encoder.feature_dim < 1:
         _fail(where, "encoder.feature_dim", f"must be at least 1, found {m.encoder.feature_dim}")
-    expected = (math.ceil(m.input.size / PATCH_STRIDE),) * 2
+    strides = m.encoder.strides
+    if not strides or len(strides) != len(m.encoder.stages) or min(strides) < 1:
+        _fail(where, "encoder.strides", f"must be positive numbers, one per stage, found {strides}")
+    expected = (math.ceil(m.input.size / min(strides)),) * 2  # the bank's grid is the finest stage's
     if m.encoder.grid != expected:
         _fail(where, "encoder.grid", f"must be {list(expected)} for input.size {m.input.size}, found {m.encoder.grid}")
     if m.memory_bank.size < 1 or m.memory_bank.shots < 1:

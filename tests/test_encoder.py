@@ -219,3 +219,19 @@ def test_map_operators_equal_bilinear_upsampling_then_reflected_gaussian_smoothi
     assert anomaly_map.shape == (3, *size)
     assert torch.allclose(anomaly_map, pixel, atol=1e-5)
     assert torch.equal(score, anomaly_map.flatten(1).amax(1))
+
+
+def test_a_stride_4_stage_puts_the_bank_on_its_finer_grid(synth_root, tmp_path):
+    """``--stages 1 2 4``: the grid is the finest stage's (stride 4), and the bundle opens and inspects."""
+    from edge_anomaly import Inspector
+    from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.fit_options import FitOptions
+    from edge_anomaly.images import read_image
+
+    normal = synth_root / "fabric" / "train" / "good"
+    bundle = build_bundle(normal, tmp_path / "b", 1, "fabric", FitOptions(image_size=64, stages=(1, 2, 4)))
+    assert bundle.manifest.encoder.strides == (4, 8, 16) and bundle.manifest.encoder.grid == (16, 16)
+    insp = Inspector(bundle, backend="onnxruntime-cpu", llm="none")
+    frame = read_image(next(iter(sorted((synth_root / "fabric" / "test").rglob("*.png")))))
+    result = insp.inspect(frame)
+    assert result.anomaly_map.shape == frame.shape[:2] and np.isfinite(result.score)

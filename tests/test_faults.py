@@ -336,6 +336,7 @@ def test_a_local_camera_that_does_not_open_fails_at_once():
         (lambda m: m["memory_bank"].__setitem__("size", "768"), "memory_bank.size"),
         (lambda m: m["encoder"].pop("grid"), "encoder.grid"),
         (lambda m: m["input"].__setitem__("size", 64), "encoder.grid"),
+        (lambda m: m["encoder"].__setitem__("strides", []), "encoder.strides"),
         (lambda m: m["files"].__setitem__("memory_bank.npy", "bank"), "files['memory_bank.npy']"),
         (lambda m: m["threshold"].__setitem__("value", True), "threshold.value"),
         (lambda m: m["threshold"]["normal_scores"].__setitem__("values", [0.5]), "threshold.normal_scores.values"),
@@ -345,7 +346,7 @@ def test_a_local_camera_that_does_not_open_fails_at_once():
                                         "architecture": "llama", "adapter": None, "prompt": "tuned"}),
          "must list 'llm.gguf' as a llm file"),  # fmt: skip
     ],
-    ids=["no role", "size as text", "no grid", "input size 64", "entry not an object", "threshold true",
+    ids=["no role", "size as text", "no grid", "input size 64", "no strides", "entry not an object", "threshold true",
          "held-out scores short", "fit layout", "unknown key", "named file not listed"],  # fmt: skip
 )
 def test_a_resealed_manifest_with_a_mistyped_entry_names_the_key(bundle_copy, defect_image, edit, key):
