@@ -26,7 +26,8 @@ from tqdm import tqdm
 from . import metrics
 from .errors import InputError
 from .fit_options import DEFAULT_FIT, FitOptions
-from .images import IMAGE_SUFFIXES, list_images
+from .foreground import foreground_mask
+from .images import IMAGE_SUFFIXES, list_images, read_image
 from .inspector import Inspector
 from .manifest import as_json
 from .overlay import save_overlay
@@ -178,7 +179,8 @@ class _Scored:
         self.masks.append(mask)
         self.maps.append(score_map)
         self.resized_masks += resized
-        self.rule_scores.append(score_rules(result.anomaly_map))
+        foreground = foreground_mask(read_image(item.path))
+        self.rule_scores.append(score_rules(result.anomaly_map, result.threshold, foreground))
 
     def metrics(self) -> dict:
         labels, scores = np.asarray(self.labels), np.asarray(self.scores)
@@ -200,18 +202,24 @@ class _Scored:
 METRIC_KEYS = (
     "image_auroc", "pixel_auroc", "pro", "accuracy", "f1", "best_accuracy", "false_positive_rate", "recall"
 )  # fmt: skip
-SCORE_RULES = ("max", "top1pct_mean", "top5pct_mean", "mean")
+SCORE_RULES = ("max", "top1pct_mean", "top5pct_mean", "mean", "area_beyond_threshold", "foreground_max")
 
 
-def score_rules(anomaly_map: np.ndarray) -> dict[str, float]:
-    """Image scores a map can give: its maximum (the decoder's), the mean of its top 1% or 5% of pixels, and
-    its mean; the tire's defects are found by the map and missed by its maximum, which one ranks them?"""
+def score_rules(anomaly_map: np.ndarray, threshold: float, foreground: np.ndarray | None = None) -> dict[str, float]:
+    """Image scores a map can give: its maximum (the decoder's), the mean of its top 1% or 5% of pixels, its
+    mean, a patch-count rule (the share of pixels beyond the calibrated threshold, or for a map with none how
+    far its maximum stays below it: images the threshold passes rank by their maximum, flagged ones by how
+    much of them is flagged), and the maximum inside the object's ``foreground`` mask (the whole map without
+    one). The tire's defects are found by the map and missed by its maximum: which one ranks them?"""
     flat = np.sort(anomaly_map.ravel())[::-1]
+    beyond = float((flat > threshold).mean())
     return {
         "max": float(flat[0]),
         "top1pct_mean": float(flat[: max(1, flat.size // 100)].mean()),
         "top5pct_mean": float(flat[: max(1, flat.size // 20)].mean()),
         "mean": float(flat.mean()),
+        "area_beyond_threshold": beyond if beyond > 0 else float(flat[0] - threshold),
+        "foreground_max": float(anomaly_map[foreground].max()) if foreground is not None else float(flat[0]),
     }
 
 
@@ -244,8 +252,9 @@ def is_category(path: Path) -> bool:
 def mean_report(reports: list[dict]) -> dict:
     """Mean of every numeric metric over categories (NaN-aware)."""
     mean = {k: float(np.nanmean([r[k] for r in reports])) for k in METRIC_KEYS}  # per_image is left out
-    if all("image_auroc_by_rule" in r for r in reports):
+    if all("image_auroc_by_rule" in r for r in reports):  # rules added later are absent from older reports
+        rules = [rule for rule in SCORE_RULES if all(rule in r["image_auroc_by_rule"] for r in reports)]
         mean["image_auroc_by_rule"] = {
-            rule: float(np.nanmean([r["image_auroc_by_rule"][rule] for r in reports])) for rule in SCORE_RULES
+            rule: float(np.nanmean([r["image_auroc_by_rule"][rule] for r in reports])) for rule in rules
         }
     return mean

@@ -147,3 +147,44 @@ def test_held_out_shots_are_capped():
     shots = MAX_HELD_OUT_SHOTS + 2
     cal = _calibrate(rng.normal(size=(shots, 1, 16, 3)), "none")
     assert len(cal.normal_scores) == 4 * MAX_HELD_OUT_SHOTS
+
+
+def test_the_patch_count_score_ranks_flagged_maps_by_area_and_the_rest_by_their_maximum():
+    from edge_anomaly.evaluation import SCORE_RULES, score_rules
+
+    def spot(side: int, peak: float) -> np.ndarray:
+        m = np.full((40, 40), 0.2, dtype=np.float32)
+        m[5 : 5 + side, 5 : 5 + side] = peak
+        return m
+
+    maps = [spot(2, 0.6), spot(2, 0.9), spot(3, 1.5), spot(12, 1.1)]  # threshold 1.0 flags the last two
+    scores = [score_rules(m, 1.0) for m in maps]
+    assert all(set(s) == set(SCORE_RULES) for s in scores)
+    assert [s["max"] for s in scores] == pytest.approx([0.6, 0.9, 1.5, 1.1])
+    count = [s["area_beyond_threshold"] for s in scores]
+    assert count[0] < count[1] < 0 < count[2] < count[3]  # the wide spot outranks the high one
+    assert count[3] == pytest.approx(144 / 1600) and count[1] == pytest.approx(-0.1)
+
+
+def test_the_foreground_is_the_object_on_a_plain_background_and_none_on_a_full_frame_texture():
+    from edge_anomaly.evaluation import score_rules
+    from edge_anomaly.foreground import foreground_mask
+
+    rng = np.random.default_rng(0)
+    frame = rng.normal(20, 3, (300, 400, 3)).clip(0, 255).astype(np.uint8)  # dark cloth
+    frame[100:200, 150:300] = rng.integers(60, 200, (100, 150, 3), dtype=np.uint8)  # a grainy part on it
+    mask = foreground_mask(frame)
+    assert mask is not None and mask.shape == (300, 400)
+    truth = np.zeros((300, 400), dtype=bool)
+    truth[100:200, 150:300] = True
+    near = np.zeros_like(truth)
+    near[85:215, 135:315] = True  # the part and a margin of its neighbourhood window
+    assert (mask & truth).sum() > 0.98 * truth.sum() and not (mask & ~near).any()
+    texture = texture_source("fabric", seed=0)[:300, :400]
+    assert foreground_mask(np.ascontiguousarray(texture)) is None  # the surface fills the frame
+
+    score_map = np.full((300, 400), 0.1, dtype=np.float32)
+    score_map[5, 5], score_map[150, 200] = 2.0, 0.7  # a bright corner of the background, a spot on the part
+    rules = score_rules(score_map, 1.0, mask)
+    assert rules["max"] == pytest.approx(2.0) and rules["foreground_max"] == pytest.approx(0.7)
+    assert score_rules(score_map, 1.0)["foreground_max"] == pytest.approx(2.0)  # no mask: the whole map
