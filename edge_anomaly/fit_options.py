@@ -18,6 +18,9 @@ from .shot_views import AUGMENTATIONS, DEFAULT_AUGMENTATION
 
 ENCODER_PRECISIONS = ("fp32", "int8")
 DEFAULT_STAGES = (2, 4)  # EfficientNet-Lite stages at strides 8 and 16
+# Each EfficientNet-Lite stage's output stride (``export.efficientnet_lite``'s ``strides()``; a test keeps them
+# equal), known here so that a size the stages cannot tile is refused before torch is loaded.
+STAGE_OUTPUT_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 DEFAULT_NEIGHBOURHOOD = (3,)  # sides of the local means each stage is aggregated over (PatchCore's 3x3)
 MAX_NEIGHBOURHOOD = 7
 
@@ -56,6 +59,9 @@ class FitOptions:
             return f"neighbourhood must be odd sides 1-{MAX_NEIGHBOURHOOD}, got {sizes!r}"
         if len(set(sizes)) != len(sizes) or len(set(self.stages)) != len(self.stages):
             return f"stages and neighbourhood must not repeat, got {self.stages!r} and {sizes!r}"
+        step = size_step(self.stages)
+        if self.image_size % step:
+            return f"image_size must be a multiple of {step} for stages {list(self.stages)}, got {self.image_size}"
         for name, value, choices in (
             ("augmentation", self.augmentation, AUGMENTATIONS),
             ("layout", self.layout, LAYOUTS),
@@ -72,6 +78,14 @@ class FitOptions:
         if not _whole(self.seed):
             return f"seed must be a whole number, got {self.seed!r}"
         return None
+
+
+def size_step(stages: tuple[int, ...]) -> int:
+    """The multiple an input size must be for these stages: every stage's grid whole (no stage rounds its
+    side up while another does not), and the finest grid of even side, since the calibration holds out its
+    quarters."""
+    strides = [STAGE_OUTPUT_STRIDES[s] for s in stages]
+    return max(max(strides), 2 * min(strides))
 
 
 def _whole(value: object) -> bool:

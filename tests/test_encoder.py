@@ -235,3 +235,11 @@ def test_a_stride_4_stage_puts_the_bank_on_its_finer_grid(synth_root, tmp_path):
     frame = read_image(next(iter(sorted((synth_root / "fabric" / "test").rglob("*.png")))))
     result = insp.inspect(frame)
     assert result.anomaly_map.shape == frame.shape[:2] and np.isfinite(result.score)
+
+
+def test_the_stage_strides_known_before_torch_loads_are_the_backbones():
+    from edge_anomaly.export.efficientnet_lite import EfficientNetLite
+    from edge_anomaly.fit_options import STAGE_OUTPUT_STRIDES, size_step
+
+    assert tuple(EfficientNetLite.strides()) == STAGE_OUTPUT_STRIDES
+    assert size_step((2, 4)) == 16 and size_step((1, 2, 4)) == 16 and size_step((6,)) == 64

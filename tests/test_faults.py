@@ -367,6 +367,8 @@ def test_a_resealed_manifest_with_a_mistyped_entry_names_the_key(bundle_copy, de
         (["--shots", "1", "--layout", "aligned"], "at least 2 shots"),
         (["--shots", "-1"], "at least 1"),
         (["--stages", "9"], "stages must be EfficientNet-Lite stage numbers"),
+        (["--image-size", "80", "--stages", "6"], "multiple of 64 for stages [6]"),
+        (["--image-size", "80", "--stages", "4"], "multiple of 32 for stages [4]"),
         (["--head-weight", "nan"], "finite number"),
     ],
 )
