@@ -9,7 +9,7 @@ the edge box would compute itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -95,24 +95,10 @@ def fit_normal_shots(
 
     side = math.isqrt(features.shape[2])
     sources = patch_sources(side, augmentation)
-    if applied_layout == "aligned" and len(shots) == 1:
-        calibration = _one_aligned_shot_calibration(features, sources, reduce_patches, merge, decode_maps)
-    else:
-        calibration = calibrate_held_out_quarters(rows, sources, shot_banks, reduce_patches, merge, decode_maps)
+    calibration = calibrate_held_out_quarters(rows, sources, shot_banks, reduce_patches, merge, decode_maps)
     bank = merge(shot_banks)
     coreset = len(bank) < features.shape[0] * features.shape[1] * features.shape[2]
     return FewShotFit(shots, bank, calibration, coreset, augmentation, applied_layout, share)
-
-
-def _one_aligned_shot_calibration(features: np.ndarray, sources: np.ndarray, reduce_patches, merge, decode_maps):
-    """One aligned shot leaves a held-out quarter no bank row near its place, so its quarters are matched
-    anywhere instead. For a fixtured part that is nearly the aligned score of a normal frame: its patches'
-    nearest matches lie near their own place anyway (``placement.aligned_share``, 0.94-0.99 on juice_bottle
-    at 2 and 4 shots); only a thing out of its place scores higher aligned, and that is what aligned is for."""
-    free = with_places(features, EVERYWHERE)
-    parts = [reduce_patches(free[0].reshape(-1, free.shape[-1]))]
-    calibration = calibrate_held_out_quarters(free, sources, parts, reduce_patches, merge, decode_maps)
-    return replace(calibration, method=f"{calibration.method}; one aligned shot: its quarters matched anywhere")
 
 
 def fitted_sections(fit: FewShotFit) -> dict[str, BankSection | ThresholdSection]:

@@ -14,8 +14,7 @@ column) and its reach (grid cells, Chebyshev); the decoder graph reads them
 from the bank itself, so it needs no other input, and a free bank is one whose
 rows reach everywhere. ``auto`` chooses from the shots: they are aligned when
 nearly every patch of one shot finds its nearest patch of another shot near
-its own place. One shot cannot show that, so ``auto`` needs two; a user who knows the part sits in a
-fixture may say ``aligned`` with one (``few_shot`` calibrates it as best one shot allows). Frames
+its own place. One shot cannot show that, so ``aligned`` needs two. Frames
 presumed normal (zero-shot bootstrapping, settling on a line) are evidence
 too: a few shots may share one pose by chance, a line shows whether it holds.
 """
@@ -43,12 +42,14 @@ def resolve_layout(
 ) -> tuple[str, float | None]:
     """The layout applied for shots with patch features ``[K x N x D]`` (no views), with the features of any
     frames presumed normal as more evidence, and the share of patches that matched near their place (None
-    with one frame in all). ``auto`` is free with one shot whatever the evidence; ``aligned`` with one shot
-    is the user's word that the part sits in a fixture."""
+    with one frame in all). Aligned needs two shots whatever the evidence: with one, a held-out quarter of
+    the shot has no other patch at its place to calibrate the threshold against."""
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}: expected one of {LAYOUTS}")
     frames = shot_features if presumed_features is None else np.concatenate([shot_features, presumed_features])
     share = aligned_share(frames) if len(frames) >= 2 else None
+    if layout == "aligned" and len(shot_features) < 2:
+        raise InputError("an aligned layout needs at least 2 shots: one shot cannot show where things belong")
     if layout == "auto":
         layout = "aligned" if len(shot_features) >= 2 and share >= ALIGNED_SHARE else "free"
     return layout, share

@@ -87,6 +87,8 @@ def build_bundle(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is {'not a folder' if not out.is_dir() else 'not empty'}")
     shot_paths = choose_shots(normal, shots, options.seed)
+    if options.layout == "aligned" and len(shot_paths) < 2:
+        raise InputError("layout 'aligned' needs at least 2 shots: one shot cannot show where things belong")
     images = [read_image(p) for p in shot_paths]
     try:
         graphs = build_graphs(
