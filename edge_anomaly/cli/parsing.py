@@ -29,8 +29,7 @@ FIT_HELP = {
     "stages": "EfficientNet-Lite stages whose features are concatenated (2 4: strides 8 and 16; the head needs these)",
     "neighbourhood": "sides of the local means each stage is aggregated over, one feature part per side (3: "
     "PatchCore's 3x3; 1 3 5: several scales, as MuSc; the head needs 3 among them)",
-    "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images, "
-    "'mild' turns of 5 degrees and shifts of half a patch (for parts that stay upright)",
+    "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images",
     "layout": "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, "
     "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
     "head_weight": "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 "
