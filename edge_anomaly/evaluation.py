@@ -105,8 +105,9 @@ def evaluate_category(
         inspector = Inspector(bundle, backend)
         method, picked = bundle.manifest.threshold.method, []
         if shots == 0:
-            batch = mutual_results(inspector, [it.path for it in items], references=zero_shot_references)
-            method, batches = batch.method, [(items, batch.results)]
+            rgbs = [read_image(it.path) for it in items]
+            batch = mutual_results(inspector, rgbs, color_order="rgb", references=zero_shot_references)
+            method, batches = batch.method, [(items, rgbs, batch.results)]
             picked = [str(items[i].path.relative_to(category)) for i in batch.shot_indices]
         else:
             batches = _inspected(inspector, items)
@@ -114,13 +115,13 @@ def evaluate_category(
         shown = {False: 0, True: 0}
         desc = f"eval {category.name} {shots}-shot"
         with tqdm(total=len(items), desc=desc, disable=not progress, leave=False) as bar:
-            for chunk, results in batches:
-                for item, result in zip(chunk, results):
-                    scored.add(item, result)
+            for chunk, rgbs, results in batches:
+                for item, rgb, result in zip(chunk, rgbs, results):
+                    scored.add(item, rgb, result)
                     if overlays is not None and shown[item.is_anomalous] < OVERLAYS_PER_CLASS:
                         shown[item.is_anomalous] += 1
                         name = f"{category.name}_{item.defect_type}_{item.path.stem}"
-                        save_overlay(item.path, result, overlays, name)
+                        save_overlay(rgb, result, overlays, name, color_order="rgb")
                 bar.update(len(chunk))
     if scored.resized_masks:
         print(
@@ -170,7 +171,7 @@ class _Scored:
     rule_scores: list[dict[str, float]] = field(default_factory=list)
     resized_masks: int = 0
 
-    def add(self, item: LabelledImage, result) -> None:
+    def add(self, item: LabelledImage, rgb: np.ndarray, result) -> None:
         self.labels.append(int(item.is_anomalous))
         self.scores.append(result.score)
         self.decisions.append(int(result.is_anomalous))
@@ -179,8 +180,7 @@ class _Scored:
         self.masks.append(mask)
         self.maps.append(score_map)
         self.resized_masks += resized
-        foreground = foreground_mask(read_image(item.path))
-        self.rule_scores.append(score_rules(result.anomaly_map, result.threshold, foreground))
+        self.rule_scores.append(score_rules(result.anomaly_map, result.threshold, foreground_mask(rgb)))
 
     def metrics(self) -> dict:
         labels, scores = np.asarray(self.labels), np.asarray(self.scores)
@@ -224,10 +224,12 @@ def score_rules(anomaly_map: np.ndarray, threshold: float, foreground: np.ndarra
 
 
 def _inspected(inspector: Inspector, items: list[LabelledImage]):
-    """(items, results) in batches."""
+    """(items, their RGB images, results) in batches: each image is read once, for the inspector, the score
+    rules and the overlay."""
     for i in range(0, len(items), BATCH):
         chunk = items[i : i + BATCH]
-        yield chunk, inspector.inspect_batch([it.path for it in chunk])
+        rgbs = [read_image(it.path) for it in chunk]
+        yield chunk, rgbs, inspector.inspect_batch(rgbs, color_order="rgb")
 
 
 def _metric_pair(item: LabelledImage, anomaly_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
