@@ -29,14 +29,15 @@ import numpy as np
 from edge_anomaly.benchmarks.report import command_line, write_report
 from edge_anomaly.cli.parsing import add_fit_arguments, fit_options
 from edge_anomaly.evaluation import METRIC_KEYS, evaluate_category, is_category, mean_report
-from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_STAGES
+from edge_anomaly.fit_options import DEFAULT_STAGES
 from edge_anomaly.manifest import as_json
 from edge_anomaly.zero_shot import MAX_REFERENCES
 
 PLAIN_BANK = {
     "encoder": "lite0",
     "stages": DEFAULT_STAGES,
-    "neighbourhood": DEFAULT_NEIGHBOURHOOD,
+    "neighbourhood": (3,),  # PatchCore's 3x3 mean, whatever the defaults become
+    "score_neighbourhood": None,
     "augmentation": "none",
     "head_weight": 0.0,
     "layout": "free",

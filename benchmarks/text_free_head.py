@@ -68,7 +68,7 @@ def real_rows(root: Path, head, graphs, image_size: int, shots: int, seeds: list
             shot_images = [read_image(p) for p in choose_shots(category / "train" / "good", shots, seed)]
             bank = torch.from_numpy(fit_normal_shots(graphs, shot_images, prep, seed=seed).memory_bank)
             with torch.no_grad():
-                distances = graphs.decoder.patch_distances(features, bank)
+                distances = graphs.decoder.patch_distances(features, bank)[0]
             row = {
                 "category": category.name,
                 "seed": seed,

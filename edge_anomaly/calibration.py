@@ -32,6 +32,12 @@ scores no spread can be told from a genuine one, and the maximum stays.
 Measured on the five dev categories (``docs/accuracy.md``, seeds 0-2): acc@auto
 +0.033 at 2 shots and +0.027 at 4, no category lower; at 1 shot it would have
 cost screw 0.13, which is why it waits for 8 scores.
+
+Where the score is not the map's maximum (a decoder whose score reads fewer
+feature parts than its map, ``DecoderSection.score_features``), the map gets
+a threshold of its own for its regions, by the same rule from the same
+quarters: the held-out quarter's maximum of the map beside that of the
+score's map.
 """
 
 from __future__ import annotations
@@ -60,7 +66,9 @@ METHOD = (
     "deviations are set aside"
 )
 
-DecodeMaps = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (features [B x N x D], bank) -> maps [B x H x W]
+# (features [B x N x D], bank) -> the score's maps [B x H x W] and the anomaly maps (the same array where the
+# score is the map's maximum)
+DecodeMaps = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 ReducePatches = Callable[[np.ndarray], np.ndarray]  # one shot's patches over its views [N x D] -> its part of a bank
 MergeParts = Callable[[list[np.ndarray]], np.ndarray]  # parts of a bank -> the bank
 
@@ -72,13 +80,21 @@ class Calibration:
     threshold: float
     normal_scores: list[float] = field(repr=False)
     method: str
+    map_threshold: float | None = None  # the map's own, where the score is not the map's maximum
+    map_scores: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def map_level(self) -> float:
+        """What the map's regions are cut at: its own threshold, else the score's."""
+        return self.threshold if self.map_threshold is None else self.map_threshold
 
     def to_section(self) -> ThresholdSection:
         scores = np.asarray(self.normal_scores)
         summary = NormalScores(
             int(scores.size), float(scores.max()), float(scores.mean()), float(scores.std()), tuple(map(float, scores))
         )
-        return ThresholdSection(float(self.threshold), self.method, summary)
+        map_value = None if self.map_threshold is None else float(self.map_threshold)
+        return ThresholdSection(float(self.threshold), self.method, summary, map_value)
 
 
 def calibrate_held_out_quarters(
@@ -102,16 +118,20 @@ def calibrate_held_out_quarters(
     half = side // 2
     rows, cols = np.divmod(sources, side)
     quarter = (rows >= half) * 2 + (cols >= half)  # [V x N]
-    scores = []
+    scores, map_scores, split = [], [], False
     for k in range(min(shots, MAX_HELD_OUT_SHOTS)):
         others = [part for i, part in enumerate(shot_parts) if i != k]
         for q in range(4):
             bank = merge([*others, reduce_patches(view_features[k][quarter != q])])
-            score_map = decode_maps(view_features[k, :1], bank)[0]
-            h, w = score_map.shape[0] // 2, score_map.shape[1] // 2
+            score_maps, anomaly_maps = decode_maps(view_features[k, :1], bank)
+            split = anomaly_maps is not score_maps
+            h, w = score_maps.shape[1] // 2, score_maps.shape[2] // 2
             top, left = (q // 2) * h, (q % 2) * w
-            scores.append(float(score_map[top : top + h, left : left + w].max()))
-    return Calibration(held_out_threshold(scores), scores, METHOD)
+            scores.append(float(score_maps[0, top : top + h, left : left + w].max()))
+            map_scores.append(float(anomaly_maps[0, top : top + h, left : left + w].max()))
+    if not split:
+        return Calibration(held_out_threshold(scores), scores, METHOD)
+    return Calibration(held_out_threshold(scores), scores, METHOD, held_out_threshold(map_scores), map_scores)
 
 
 def held_out_threshold(scores: Sequence[float], z: float = HELD_OUT_Z) -> float:
@@ -131,8 +151,11 @@ def outlier_threshold(scores: Sequence[float], z: float = OUTLIER_Z) -> float:
     return median + z * 1.4826 * float(np.median(np.abs(s - median)))
 
 
-def raise_to_presumed_normal(calibration: Calibration, scores: Sequence[float]) -> Calibration:
-    """Raise the threshold to ``outlier_threshold`` of frames presumed normal but not in the bank.
+def raise_to_presumed_normal(
+    calibration: Calibration, scores: Sequence[float], map_scores: Sequence[float] = ()
+) -> Calibration:
+    """Raise the threshold to ``outlier_threshold`` of frames presumed normal but not in the bank, and the
+    map's own (if any) by the frames' map maxima ``map_scores`` alike.
 
     Shots picked as the most typical frames of a line (zero-shot bootstrapping) are its quietest: their
     held-out quarters score low and the threshold alone would flag half the normal frames. The frames
@@ -141,9 +164,16 @@ def raise_to_presumed_normal(calibration: Calibration, scores: Sequence[float]) 
     if len(scores) < 2:
         raise ValueError("presumed-normal frames: at least 2 are needed for a spread")
     bound = outlier_threshold(scores)
+    map_threshold = calibration.map_threshold
+    if map_threshold is not None:
+        if len(map_scores) != len(scores):
+            raise ValueError("presumed-normal frames: a map maximum is needed for each score")
+        map_threshold = max(map_threshold, outlier_threshold(map_scores))
     return replace(
         calibration,
         threshold=max(calibration.threshold, bound),
+        map_threshold=map_threshold,
+        map_scores=[*calibration.map_scores, *map(float, map_scores)],
         normal_scores=[*calibration.normal_scores, *map(float, scores)],
         method=f"{calibration.method}; raised to at least median + {OUTLIER_Z:g} robust standard deviations of "
         f"{len(scores)} frames presumed normal, scored against the bank",

@@ -180,7 +180,7 @@ class _Scored:
         self.masks.append(mask)
         self.maps.append(score_map)
         self.resized_masks += resized
-        self.rule_scores.append(score_rules(result.anomaly_map, result.threshold, foreground_mask(rgb)))
+        self.rule_scores.append(score_rules(result.anomaly_map, result.map_level, foreground_mask(rgb)))
 
     def metrics(self) -> dict:
         labels, scores = np.asarray(self.labels), np.asarray(self.scores)

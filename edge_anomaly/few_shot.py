@@ -54,6 +54,7 @@ def fit_normal_shots(
     augmentation: str = DEFAULT_AUGMENTATION,
     layout: str = DEFAULT_LAYOUT,
     presumed_features: np.ndarray | None = None,
+    score_features: int | None = None,
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
     anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.
@@ -61,12 +62,18 @@ def fit_normal_shots(
     ``presumed_features``: patch features ``[F x N x D]`` of frames believed normal that are not shots, more
     evidence for the layout (never in the bank). Zero-shot bootstrapping picks the most typical frames of a
     line as shots, and those tend to share one pose: the 4 most typical screws of the dev set looked
-    aligned, the 16 most typical did not."""
+    aligned, the 16 most typical did not.
+
+    ``score_features``: the leading feature columns the decoder's score reads (``DecoderSection``), None for
+    all. The layout and the coresets are decided on them, so parts that only the map reads change nothing
+    but the map; the calibration gives the map a threshold of its own."""
     if not shots:
         raise InputError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
-    applied_layout, share = resolve_layout(layout, plain, presumed_features)
+    decisive = slice(None, score_features)  # the columns every decision reads: the score's
+    presumed = None if presumed_features is None else presumed_features[..., decisive]
+    applied_layout, share = resolve_layout(layout, plain[..., decisive], presumed)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":
         if requested == "dihedral":
@@ -81,17 +88,17 @@ def fit_normal_shots(
     rows = with_places(features, REACH if applied_layout == "aligned" else EVERYWHERE)  # [K x V x N x (D + 3)]
 
     def reduce_patches(patches: np.ndarray) -> np.ndarray:
-        return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed)
+        return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed, score_features)
 
     def merge(parts: list[np.ndarray]) -> np.ndarray:
-        return build_memory_bank(np.concatenate(parts), max_bank, seed)
+        return build_memory_bank(np.concatenate(parts), max_bank, seed, score_features)
 
     # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
     # the calibration's held-out banks included, is a union of ready parts: one coreset per shot, not per bank.
     shot_banks = [reduce_patches(rows[i].reshape(-1, rows.shape[-1])) for i in range(len(shots))]
 
-    def decode_maps(query: np.ndarray, bank: np.ndarray) -> np.ndarray:
-        return backend.decode(query[..., :-PLACE_COLUMNS], bank)[0]
+    def decode_maps(query: np.ndarray, bank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return score_and_anomaly_maps(backend, query[..., :-PLACE_COLUMNS], bank, score_features)
 
     side = math.isqrt(features.shape[2])
     sources = patch_sources(side, augmentation)
@@ -99,6 +106,23 @@ def fit_normal_shots(
     bank = merge(shot_banks)
     coreset = len(bank) < features.shape[0] * features.shape[1] * features.shape[2]
     return FewShotFit(shots, bank, calibration, coreset, augmentation, applied_layout, share)
+
+
+def score_and_anomaly_maps(
+    backend, features: np.ndarray, bank: np.ndarray, score_features: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The maps the score is the maximum of, and the anomaly maps, of patch features ``[B x N x D]``.
+
+    The decoder outputs only the anomaly map and the score; the score's own map comes from the same graph
+    with the columns only the map reads set to zero in both features and bank, where they add nothing to
+    any distance. Where the score reads every column, one array is both."""
+    anomaly_maps = backend.decode(features, bank)[0]
+    if score_features is None:
+        return anomaly_maps, anomaly_maps
+    muted, muted_bank = features.copy(), bank.copy()
+    muted[..., score_features:] = 0.0
+    muted_bank[:, score_features : bank.shape[1] - PLACE_COLUMNS] = 0.0
+    return backend.decode(muted, muted_bank)[0], anomaly_maps
 
 
 def fitted_sections(fit: FewShotFit) -> dict[str, BankSection | ThresholdSection]:

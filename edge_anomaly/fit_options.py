@@ -22,17 +22,21 @@ DEFAULT_STAGES = (2, 4)  # EfficientNet-Lite stages at strides 8 and 16
 # equal), known here so that a size the stages cannot tile is refused before torch is loaded.
 STAGE_OUTPUT_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 DEFAULT_NEIGHBOURHOOD = (3,)  # sides of the local means each stage is aggregated over (PatchCore's 3x3)
+# The sizes the image score reads, None: all of the neighbourhood's (``export.patch_model.PatchEncoder``).
+DEFAULT_SCORE_NEIGHBOURHOOD: tuple[int, ...] | None = None
 MAX_NEIGHBOURHOOD = 7
 
 
 @dataclass(frozen=True)
 class FitOptions:
-    """``head_weight`` None: the encoder's default (0.25 with lite0 on the default stages, else 0)."""
+    """``head_weight`` None: the encoder's default (0.25 with lite0 on the default stages, else 0).
+    ``score_neighbourhood`` None: the image score reads every part the map reads."""
 
     image_size: int = 256
     encoder: str = "lite0"
     stages: tuple[int, ...] = DEFAULT_STAGES
     neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD
+    score_neighbourhood: tuple[int, ...] | None = DEFAULT_SCORE_NEIGHBOURHOOD
     augmentation: str = DEFAULT_AUGMENTATION
     layout: str = DEFAULT_LAYOUT
     head_weight: float | None = None
@@ -59,6 +63,9 @@ class FitOptions:
             return f"neighbourhood must be odd sides 1-{MAX_NEIGHBOURHOOD}, got {sizes!r}"
         if len(set(sizes)) != len(sizes) or len(set(self.stages)) != len(self.stages):
             return f"stages and neighbourhood must not repeat, got {self.stages!r} and {sizes!r}"
+        scored = self.score_neighbourhood
+        if scored is not None and (not scored or len(set(scored)) != len(scored) or not set(scored) <= set(sizes)):
+            return f"score_neighbourhood must be some of the neighbourhood's sizes {sizes!r}, got {scored!r}"
         step = size_step(self.stages)
         if self.image_size % step:
             return f"image_size must be a multiple of {step} for stages {list(self.stages)}, got {self.image_size}"

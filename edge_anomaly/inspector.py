@@ -64,6 +64,7 @@ class Inspector(Streaming):
         self._prep = Preprocessing(bundle.input_size, bundle.mean, bundle.std)
         self._memory_bank = bundle.memory_bank()
         self._calibration_threshold = bundle.threshold
+        self._calibration_map_threshold = bundle.manifest.threshold.map_value
         self._threshold_override = threshold
         self._shots: list[np.ndarray] | None = None
         self._shot_sources = bundle.manifest.shot_sources  # the shots' file names at export, or EDGE_SHOT
@@ -145,6 +146,19 @@ class Inspector(Streaming):
         return self._threshold_override if self._threshold_override is not None else self._calibration_threshold
 
     @property
+    def map_threshold(self) -> float:
+        """Where the anomaly map's regions are cut: the map's own calibrated threshold where the score is
+        not the map's maximum (``DecoderSection.score_features``), else the score's threshold. An override
+        of the threshold moves it by the same factor."""
+        own = self._calibration_map_threshold
+        if own is None:
+            return self.threshold
+        calibrated, override = self._calibration_threshold, self._threshold_override
+        if override is None:
+            return own
+        return own * override / calibrated if calibrated > 0 else override
+
+    @property
     def memory_bank(self) -> np.ndarray:
         return self._memory_bank
 
@@ -207,10 +221,13 @@ class Inspector(Streaming):
     def _raise_to(self, features: np.ndarray) -> Calibration:
         """Raise the current fit's threshold by the scores of presumed-normal frames, given as patch features
         ``[F x N x D]`` (``presume_normal``)."""
-        scores = np.concatenate([self._backend.decode(f[None], self._memory_bank)[1] for f in features])
-        calibration = raise_to_presumed_normal(self._fit.calibration, scores)
+        decoded = [self._backend.decode(f[None], self._memory_bank) for f in features]
+        scores = np.concatenate([score for _, score in decoded])
+        map_scores = [float(anomaly_map.max()) for anomaly_map, _ in decoded]
+        calibration = raise_to_presumed_normal(self._fit.calibration, scores, map_scores)
         self._fit = replace(self._fit, calibration=calibration)
         self._calibration_threshold = calibration.threshold
+        self._calibration_map_threshold = calibration.map_threshold
         return calibration
 
     @property
@@ -234,12 +251,13 @@ class Inspector(Streaming):
         options = self.bundle.manifest.fit  # as asked at export: "auto" is decided again from these shots
         fit = fit_normal_shots(
             self._backend, shots, self._prep, options.max_bank, options.seed, options.augmentation, options.layout,
-            presumed_features,
+            presumed_features, self.bundle.manifest.decoder.score_features,
         )  # fmt: skip
         self._shots = fit.shots
         self._shot_sources = sources
         self._memory_bank = fit.memory_bank
         self._calibration_threshold = fit.calibration.threshold
+        self._calibration_map_threshold = fit.calibration.map_threshold
         self._fit = fit
         return fit.calibration
 
@@ -312,12 +330,18 @@ class Inspector(Streaming):
         latency: dict | None = None,
         threshold: float | None = None,
     ) -> InspectionResult:
-        """A frame's result from its anomaly map and score, against ``threshold`` (default: the bundle's;
-        zero-shot scoring brings its own)."""
+        """A frame's result from its anomaly map and score, against ``threshold`` (default: the bundle's, and
+        the map's own for the regions; zero-shot scoring brings its own, and its score is the map's maximum).
+
+        A flagged frame always names a region: where the map stays below its own threshold (the score's
+        parts saw what the map's did not), the region is its peak."""
         start = time.perf_counter()
         h, w = rgb.shape[:2]
+        map_threshold = self.map_threshold if threshold is None else threshold
         threshold = self.threshold if threshold is None else threshold
-        regions = find_regions(input_map, threshold, (w, h)) if score >= threshold else []
+        regions = []
+        if score >= threshold:
+            regions = find_regions(input_map, min(map_threshold, float(input_map.max())), (w, h))
         full_map = (
             input_map if input_map.shape == (h, w) else cv2.resize(input_map, (w, h), interpolation=cv2.INTER_LINEAR)
         )
@@ -325,6 +349,7 @@ class Inspector(Streaming):
         return InspectionResult(
             score=score,
             threshold=threshold,
+            map_threshold=map_threshold,
             is_anomalous=score >= threshold,
             anomaly_map=full_map,
             regions=tuple(regions),

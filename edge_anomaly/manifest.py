@@ -78,6 +78,7 @@ class DecoderSection:
     smoothing_sigma: float
     score: str
     text_free_head: HeadSection | None = None
+    score_features: int | None = None  # the leading feature columns the score reads; None: all (the map's maximum)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class ThresholdSection:
     value: float
     method: str
     normal_scores: NormalScores
+    map_value: float | None = None  # the map's own threshold for its regions, where the score is not its maximum
 
 
 @dataclass(frozen=True)
@@ -322,6 +324,13 @@ def _check_ranges(m: Manifest, where: str) -> None:
         _fail(where, "memory_bank.aligned_share", f"must be null or a number in [0, 1], found {share}")
     if m.threshold.value < 0:
         _fail(where, "threshold.value", f"must not be negative, found {m.threshold.value}")
+    split = m.decoder.score_features
+    if split is not None and not 1 <= split < m.encoder.feature_dim:
+        _fail(where, "decoder.score_features", f"must be null or 1-{m.encoder.feature_dim - 1}, found {split}")
+    if (m.threshold.map_value is None) != (split is None):
+        _fail(where, "threshold.map_value", "must be given exactly where decoder.score_features is")
+    if m.threshold.map_value is not None and m.threshold.map_value < 0:
+        _fail(where, "threshold.map_value", f"must not be negative, found {m.threshold.map_value}")
     held_out = m.threshold.normal_scores
     if held_out.values and len(held_out.values) != held_out.count:
         _fail(where, "threshold.normal_scores.values", f"must hold count ({held_out.count}) scores, found "

@@ -20,29 +20,34 @@ from .placement import PLACE_COLUMNS, is_aligned
 DEFAULT_MAX_SIZE = 4096
 
 
-def build_memory_bank(rows: np.ndarray, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0) -> np.ndarray:
+def build_memory_bank(
+    rows: np.ndarray, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0, chosen_by: int | None = None
+) -> np.ndarray:
     """Bank rows ``[N x (D + 3)]`` (feature, place, reach; ``placement.with_places``) -> memory bank
-    ``[min(N, max_size) x (D + 3)]`` float32. Rows are chosen by their features alone."""
+    ``[min(N, max_size) x (D + 3)]`` float32. Rows are chosen by their features alone: by the leading
+    ``chosen_by`` columns where given (the image score's, so that the parts only the map reads leave the
+    score's bank, and with it the score and its threshold, as they are without them)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if rows.ndim != 2 or rows.shape[1] <= PLACE_COLUMNS:
         raise ValueError(f"bank rows must be [N x (D + {PLACE_COLUMNS})], got shape {rows.shape}")
     if len(rows) <= max_size:
         return rows
+    features = rows[:, : rows.shape[1] - PLACE_COLUMNS if chosen_by is None else chosen_by]
     if is_aligned(rows):
-        return rows[coreset_per_place(rows, max_size, seed)]
-    return rows[greedy_coreset(rows[:, :-PLACE_COLUMNS], max_size, seed)]
+        return rows[coreset_per_place(rows, features, max_size, seed)]
+    return rows[greedy_coreset(features, max_size, seed)]
 
 
-def coreset_per_place(rows: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+def coreset_per_place(rows: np.ndarray, features: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """Indices of about ``size`` rows (at least one per place), the same share of each place's rows chosen by
-    greedy k-center over that place's features."""
+    greedy k-center over that place's ``features``."""
     places, group = np.unique(rows[:, -PLACE_COLUMNS:-1], axis=0, return_inverse=True)
     per_place = max(1, size // len(places))
     chosen = []
     for g in range(len(places)):
         members = np.flatnonzero(group.ravel() == g)
         if len(members) > per_place:
-            members = members[greedy_coreset(rows[members, :-PLACE_COLUMNS], per_place, seed)]
+            members = members[greedy_coreset(features[members], per_place, seed)]
         chosen.append(members)
     return np.sort(np.concatenate(chosen))
 

@@ -21,7 +21,7 @@ def render_overlay(image: ImageLike, result: InspectionResult, color_order: str 
     h, w = rgb.shape[:2]
     if result.anomaly_map.shape != (h, w):
         raise InputError(f"result map is {result.anomaly_map.shape}, image is {(h, w)}: not the inspected frame")
-    level = np.clip(result.anomaly_map / (2.0 * result.threshold), 0.0, 1.0)
+    level = np.clip(result.anomaly_map / (2.0 * result.map_level), 0.0, 1.0)
     heat = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
     frame = cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.6, heat, 0.4, 0)
     color = RED if result.is_anomalous else GREEN

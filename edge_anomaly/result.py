@@ -45,6 +45,12 @@ class InspectionResult:
     object_name: str
     source: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict, repr=False)
+    map_threshold: float | None = None  # where the map's regions were cut, if not at ``threshold``
+
+    @property
+    def map_level(self) -> float:
+        """The level the map's regions are cut at (``map_threshold``, else the score's ``threshold``)."""
+        return self.threshold if self.map_threshold is None else self.map_threshold
 
     @property
     def location(self) -> str:
@@ -56,6 +62,7 @@ class InspectionResult:
             "image": self.source,
             "score": round(self.score, 6),
             "threshold": round(self.threshold, 6),
+            "map_threshold": round(self.map_level, 6),
             "is_anomalous": self.is_anomalous,
             "location": self.location,
             "regions": [r.to_dict() for r in self.regions],

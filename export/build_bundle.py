@@ -41,13 +41,16 @@ def choose_shots(normal: Path | list[Path], shots: int | None, seed: int) -> lis
     return sorted(random.Random(seed).sample(files, shots))
 
 
-def _fit(backend, images: list, prep, options: FitOptions):
+def _fit(backend, images: list, prep, options: FitOptions, score_features: int | None):
     return fit_normal_shots(
-        backend, images, prep, options.max_bank, options.seed, options.augmentation, options.layout
-    )
+        backend, images, prep, options.max_bank, options.seed, options.augmentation, options.layout,
+        score_features=score_features,
+    )  # fmt: skip
 
 
-def _int8_fit(staging: Path, fp32: tuple, images: list, prep, options: FitOptions) -> tuple:
+def _int8_fit(
+    staging: Path, fp32: tuple, images: list, prep, options: FitOptions, score_features: int | None
+) -> tuple:
     """The int8 encoder in place of the fp32 one and the fit through it, where they agree with fp32
     (``int8_encoder``); else the fp32 fit, and a line on stderr saying why. Returns the fit and the encoder
     section's precision fields."""
@@ -57,7 +60,7 @@ def _int8_fit(staging: Path, fp32: tuple, images: list, prep, options: FitOption
         encoder_path, staging / "encoder.int8.onnx", calibration_images(fp32_fit.shots, options.seed), prep
     )
     int8_backend = OnnxRuntimeBackend(int8_path, staging / fmt.DECODER_ONNX, "cpu")
-    int8_fit = _fit(int8_backend, images, prep, options)
+    int8_fit = _fit(int8_backend, images, prep, options, score_features)
     agreed = agreement((fp32_backend, fp32_fit), (int8_backend, int8_fit), fp32_fit.shots, prep, options.seed)
     fp32_backend.close()
     int8_backend.close()
@@ -98,6 +101,7 @@ def build_bundle(
             options.head_weight,
             options.feature_norm,
             options.neighbourhood,
+            options.score_neighbourhood,
         )
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None
@@ -108,10 +112,11 @@ def build_bundle(
     try:
         encoder_path, decoder_path = export_onnx(graphs, staging)
         backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")
-        fit = _fit(backend, images, graphs.preprocessing(), options)
         sections = graphs.sections
+        split = sections.decoder.score_features
+        fit = _fit(backend, images, graphs.preprocessing(), options, split)
         if options.encoder_precision == "int8":
-            fit, encoder = _int8_fit(staging, (backend, fit), images, graphs.preprocessing(), options)
+            fit, encoder = _int8_fit(staging, (backend, fit), images, graphs.preprocessing(), options, split)
             sections = replace(sections, encoder=replace(sections.encoder, **encoder))
         manifest = Manifest.of(
             sections,

@@ -108,7 +108,7 @@ def agreement(fp32, int8, shots: list[np.ndarray], prep: Preprocessing, seed: in
     map8, score8 = int8_backend.decode(int8_backend.encode(batch), int8_fit.memory_bank)
     moved = float(np.max([abs(t8 - t32), *np.abs(score8 - score32)]))  # np.max keeps a NaN: never agreement
     shift = moved / t32 if t32 > 0 else np.inf
-    flagged32, flagged8 = map32 > t32, map8 > t8
+    flagged32, flagged8 = map32 > fp32_fit.calibration.map_level, map8 > int8_fit.calibration.map_level
     union = int((flagged32 | flagged8).sum())
     overlap = float((flagged32 & flagged8).sum() / union) if union else 1.0
     return Agreement(shift, overlap)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
-from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_STAGES
+from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_SCORE_NEIGHBOURHOOD, DEFAULT_STAGES
 from edge_anomaly.images import Preprocessing
 from edge_anomaly.manifest import DecoderSection, EncoderSection, GraphSections, HeadSection, InputSection, OnnxSection
 from edge_anomaly.placement import PLACE_COLUMNS
@@ -73,13 +73,15 @@ def build_graphs(
     head_weight: float | None = None,
     feature_norm: str = fmt.DEFAULT_FEATURE_NORM,
     neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
+    score_neighbourhood: tuple[int, ...] | None = DEFAULT_SCORE_NEIGHBOURHOOD,
 ) -> DetectorGraphs:
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 
     ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
     ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised),
     else none. The head reads the 3x3 parts of those stages, so it fits wherever the encoder has them (more
-    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``: ``PatchEncoder``'s."""
+    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``, ``score_neighbourhood``:
+    ``PatchEncoder``'s."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
@@ -98,13 +100,14 @@ def build_graphs(
             f"neighbourhood {neighbourhood}, feature norm {feature_norm}"
         )
     backbone = load_efficientnet_lite(source.checkpoint)
-    patch_encoder = PatchEncoder(backbone, stages, feature_norm, neighbourhood).eval()
+    patch_encoder = PatchEncoder(backbone, stages, feature_norm, neighbourhood, score_neighbourhood).eval()
     grid = grid_for(image_size, patch_encoder.stride)
     head = None
     if head_weight:
         columns = [patch_encoder.part_columns(s, HEAD_NEIGHBOURHOOD) for s in DEFAULT_STAGES]
         head = load_head(HEAD_ASSET).reading(columns)
-    decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight).eval()
+    split = patch_encoder.score_features
+    decoder = NearestNeighbourDecoder(grid, (image_size, image_size), SIGMA, head, head_weight, split).eval()
     head_section = (
         HeadSection(
             weight=float(head_weight),
@@ -131,8 +134,13 @@ def build_graphs(
         decoder=DecoderSection(
             kind="nearest-neighbour distance to the memory bank",
             smoothing_sigma=SIGMA,
-            score="maximum of the smoothed anomaly map",
+            score="maximum of the smoothed anomaly map"
+            if split is None
+            else "maximum of a second smoothed map, from the "
+            + " and ".join(f"{k}x{k}" for k in patch_encoder.score_sizes)
+            + " parts only",
             text_free_head=head_section,
+            score_features=split,
         ),
         onnx=OnnxSection(opset=OPSET, dynamic_axes=("batch", "memory_bank_size")),
     )

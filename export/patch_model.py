@@ -39,6 +39,13 @@ class PatchEncoder(nn.Module):
     ``"shots"`` divides each part by one constant, its mean patch norm over
     the shots, so parts weigh alike while a patch keeps its magnitude).
     ``N = (H/s) * (W/s)`` with ``s`` the finest stage's stride.
+
+    ``score_neighbourhood``: the sizes whose parts the image score reads (all
+    by default); their parts come first, so the score reads the leading
+    ``score_features`` columns and the map all of them. The score and the map
+    want different parts: 1x1 parts sharpen the map (pixel AUROC +0.009 to
+    +0.014 on the dev set) but move the image score and its threshold
+    (docs/accuracy.md).
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class PatchEncoder(nn.Module):
         stages: tuple[int, ...],
         feature_norm: str = DEFAULT_FEATURE_NORM,
         neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
+        score_neighbourhood: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
@@ -55,8 +63,17 @@ class PatchEncoder(nn.Module):
         self.backbone = backbone
         self.stages = tuple(sorted(stages))
         self.neighbourhood = tuple(sorted(set(neighbourhood)))
-        self.parts = [(s, k) for s in self.stages for k in self.neighbourhood]  # the order of the feature's parts
+        self.score_sizes = tuple(sorted(set(score_neighbourhood or self.neighbourhood)))
+        scored = set(self.score_sizes)
+        if not scored <= set(self.neighbourhood):
+            raise ValueError(f"score neighbourhood {self.score_sizes} must be among the sizes {self.neighbourhood}")
+        # The order of the feature's parts: those the image score reads first, so that they are its leading
+        # ``score_features`` columns; stage-major within each group.
+        parts = [(s, k) for s in self.stages for k in self.neighbourhood]
+        self.parts = [p for p in parts if p[1] in scored] + [p for p in parts if p[1] not in scored]
         self.feature_dim = sum(backbone.stage_channels[s] for s, _ in self.parts)
+        score_dim = sum(backbone.stage_channels[s] for s, k in self.parts if k in scored)
+        self.score_features = score_dim if score_dim < self.feature_dim else None  # None: the score reads all
         self.stride = backbone.strides()[self.stages[0]]
         self.register_buffer("stage_scales", torch.ones(len(self.parts)))  # set by fit_stage_scales ("shots")
 
@@ -145,6 +162,13 @@ class NearestNeighbourDecoder(nn.Module):
     ``head_weight`` is added to each patch's distance before upsampling: the
     trained map sharpens the few-shot one, as in AnomalyGPT.
 
+    With ``score_features`` (the encoder's), the score is the maximum of the
+    map of nearest distances over the features' leading ``score_features``
+    columns only, as a decoder of those columns alone gives it; the anomaly
+    map is drawn from the nearest distances over all columns. The map then
+    has a scale of its own and needs a threshold of its own for its regions
+    (``calibration``).
+
     Inputs: ``features [B x N x D]``, ``memory_bank [M x (D + 3)]`` (M dynamic).
     Outputs: ``anomaly_map [B x H x W]``, ``score [B]``.
     """
@@ -156,10 +180,12 @@ class NearestNeighbourDecoder(nn.Module):
         sigma: float = 4.0,
         head: nn.Module | None = None,
         head_weight: float = 0.0,
+        score_features: int | None = None,
     ) -> None:
         super().__init__()
         self.head = head
         self.head_weight = head_weight
+        self.score_features = score_features
         self.grid = grid
         self.image_size = image_size
         self.register_buffer("rows_operator", upsample_and_smooth(grid[0], image_size[0], sigma))
@@ -174,27 +200,57 @@ class NearestNeighbourDecoder(nn.Module):
         self.register_buffer("grid_cols", torch.arange(grid[1]).float())
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.scored(features, self.patch_distances(features, memory_bank))
+        return self.scored(features, *self.patch_distances(features, memory_bank))
 
-    def scored(self, features: torch.Tensor, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch distances ``[B x N]`` (with the head's share added) -> map and image score."""
+    def scored(
+        self, features: torch.Tensor, distances: torch.Tensor, score_distances: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch distances ``[B x N]`` for the map and, where they differ, for the score (None: the map's),
+        each with the head's share added -> map and image score."""
         if self.head is not None:
-            distances = distances + self.head_weight * self.head(features)
-        return self.image_map(distances)
+            share = self.head_weight * self.head(features)
+            distances = distances + share
+            score_distances = None if score_distances is None else score_distances + share
+        anomaly_map, peak = self.image_map(distances)
+        if score_distances is None:
+            return anomaly_map, peak
+        return anomaly_map, self.image_map(score_distances)[1]
 
     def reaches_everywhere(self, memory_bank: torch.Tensor) -> torch.Tensor:
         """Whether every bank row reaches every place of the grid (a free bank): then ``free_distances``
         equals ``patch_distances`` exactly."""
         return memory_bank[:, -1].min() >= max(self.grid) - 1
 
-    def free_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
+    def free_distances(
+        self, features: torch.Tensor, memory_bank: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``patch_distances`` for a bank whose rows all reach everywhere: without the place columns, which
         are zero there and made up 64 of the matmul's 218 columns at 256 px (the 4-shot decoder alone on
         OpenVINO: 2.8-3.2 ms without them, 3.4-3.9 with them; docs/benchmarks.md)."""
-        return nearest_distances(features, memory_bank[:, :-PLACE_COLUMNS])
+        bank = memory_bank[:, :-PLACE_COLUMNS]
+        return self._distance_pair(features, bank, [], [])
 
-    def patch_distances(self, features: torch.Tensor, memory_bank: torch.Tensor) -> torch.Tensor:
-        """``[B x N]``: each patch's distance to its nearest normal patch within reach.
+    def _distance_pair(
+        self, features: torch.Tensor, bank: torch.Tensor, query_extra: list, bank_extra: list
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The map's distances and the score's (None: the map's). With ``score_features``, the squared
+        distances over the score's leading columns and over the rest come from two matmuls; the score takes
+        the minimum of the first, the map that of their sum, so each is the nearest-neighbour distance of
+        its own parts and the matmuls cost what one over all columns does. (The nearest row by the score's
+        columns, then the whole distance to it, needs its index: OpenVINO's TopK over ``[N x M]`` made that
+        decoder slower, 7 ms against 3 at 1 shot; docs/accuracy.md.)"""
+        s = self.score_features
+        scored = squared_distances(features[..., :s], bank[:, :s], query_extra, bank_extra)
+        if s is None:
+            return _root_of_min(scored), None
+        whole = scored + squared_distances(features[..., s:], bank[:, s:])
+        return _root_of_min(whole), _root_of_min(scored)
+
+    def patch_distances(
+        self, features: torch.Tensor, memory_bank: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B x N]``: each patch's distance to its nearest normal patch within reach, for the map and (with
+        ``score_features``) for the score.
 
         A bank row gets ``OUT_OF_REACH`` for each grid row and each grid column farther than its reach from
         its place; the query's place codes pick its own row and column of those, so the matmul adds
@@ -204,7 +260,7 @@ class NearestNeighbourDecoder(nn.Module):
         far_rows = ((self.grid_rows[None, :] - place[:, :1]).abs() > reach).float() * OUT_OF_REACH
         far_cols = ((self.grid_cols[None, :] - place[:, 1:]).abs() > reach).float() * OUT_OF_REACH
         codes = self.place_codes.expand(features.shape[0], -1, -1)
-        return nearest_distances(features, bank, [codes], [far_rows, far_cols])
+        return self._distance_pair(features, bank, [codes], [far_rows, far_cols])
 
     def image_map(self, patch_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch scores ``[B x N]`` -> smoothed map at input size ``[B x H x W]`` and its maximum ``[B]``."""
@@ -213,10 +269,15 @@ class NearestNeighbourDecoder(nn.Module):
         return anomaly_map, anomaly_map.flatten(1).amax(dim=1)
 
 
-def nearest_distances(
+def _root_of_min(squared: torch.Tensor) -> torch.Tensor:
+    """``[B x N x M]`` squared distances -> ``[B x N]`` distances to the nearest row (float error below 0 cut)."""
+    return torch.sqrt(torch.clamp(squared.amin(dim=-1), min=0.0))
+
+
+def squared_distances(
     features: torch.Tensor, bank: torch.Tensor, query_extra: list | None = None, bank_extra: list | None = None
 ) -> torch.Tensor:
-    """``[B x N]``: each patch's distance to its nearest bank row, the whole squared distance in one matmul,
+    """``[B x N x M]``: each patch's squared distance to each bank row, the whole of it in one matmul,
     ``[-2f, query_extra, |f|^2, 1] . [m, bank_extra, 1, |m|^2]``, whose output goes straight into the
     minimum: adding the norms and scaling by -2 over the ``[N x M]`` distances had taken a sixth of the
     4-shot decoder on OpenVINO (docs/benchmarks.md). The extra columns add a penalty (the reach)."""
@@ -224,7 +285,7 @@ def nearest_distances(
     f_sq = (features * features).sum(-1, keepdim=True)
     keys = torch.cat([bank, *(bank_extra or []), torch.ones_like(m_sq), m_sq], dim=1)
     queries = torch.cat([-2.0 * features, *(query_extra or []), f_sq, torch.ones_like(f_sq)], dim=-1)
-    return torch.sqrt(torch.clamp(torch.matmul(queries, keys.t()).min(dim=-1).values, min=0.0))
+    return torch.matmul(queries, keys.t())
 
 
 class FreeBankDecoder(nn.Module):
@@ -236,7 +297,7 @@ class FreeBankDecoder(nn.Module):
         self.decoder = decoder
 
     def forward(self, features: torch.Tensor, memory_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder.scored(features, self.decoder.free_distances(features, memory_bank))
+        return self.decoder.scored(features, *self.decoder.free_distances(features, memory_bank))
 
 
 class ReachCheck(nn.Module):

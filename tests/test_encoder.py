@@ -133,7 +133,7 @@ def test_text_free_head_is_added_to_the_bank_distance_inside_the_decoder():
         features = with_head.encoder(torch.from_numpy(batch))
         bank = torch.from_numpy(free_rows(features[0].numpy()))
         head = load_head()(features)
-        expected, _ = plain.decoder.image_map(plain.decoder.patch_distances(features, bank) + HEAD_WEIGHT * head)
+        expected, _ = plain.decoder.image_map(plain.decoder.patch_distances(features, bank)[0] + HEAD_WEIGHT * head)
         anomaly_map, score = with_head.decoder(features, bank)
     assert torch.allclose(anomaly_map, expected, atol=1e-5)
     assert torch.allclose(score, anomaly_map.flatten(1).amax(1))

@@ -93,6 +93,7 @@ def test_a_nan_from_the_int8_pipeline_is_never_agreement():
     """A NaN score must refuse int8, not slip past the bound (``max`` of Python would drop it)."""
     from types import SimpleNamespace
 
+    from edge_anomaly.calibration import Calibration
     from edge_anomaly.images import Preprocessing
 
     class Backend:
@@ -107,7 +108,7 @@ def test_a_nan_from_the_int8_pipeline_is_never_agreement():
             return np.zeros((b, 64, 64), np.float32), np.full(b, self.score, np.float32)
 
     def fit(threshold: float):
-        return SimpleNamespace(calibration=SimpleNamespace(threshold=threshold), memory_bank=np.zeros((1, 11)))
+        return SimpleNamespace(calibration=Calibration(threshold, [threshold], "fixed"), memory_bank=np.zeros((1, 11)))
 
     shots = [np.full((64, 64, 3), 128, np.uint8)]
     prep = Preprocessing(64, (0.5,) * 3, (0.5,) * 3)

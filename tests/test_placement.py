@@ -79,8 +79,8 @@ def test_decoder_matches_aligned_rows_only_within_reach():
     swapped[[0, SIDE * SIDE - 1]] = shot[[SIDE * SIDE - 1, 0]]  # two normal patches, each at the other's place
     query = torch.from_numpy(swapped[None])
     with torch.no_grad():
-        free = decoder.patch_distances(query, torch.from_numpy(with_places(shot, EVERYWHERE)))[0]
-        aligned = decoder.patch_distances(query, torch.from_numpy(with_places(shot, REACH)))[0]
+        free = decoder.patch_distances(query, torch.from_numpy(with_places(shot, EVERYWHERE)))[0][0]
+        aligned = decoder.patch_distances(query, torch.from_numpy(with_places(shot, REACH)))[0][0]
     assert free.max() < 0.01  # anywhere, every patch has its twin (float error of the expanded distance aside)
     assert aligned[0] > 1.0 and aligned[-1] > 1.0  # near their place, the swapped patches have none
     assert aligned[1:-1].max() < 0.01

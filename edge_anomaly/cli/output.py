@@ -51,9 +51,10 @@ def overlay_names(paths: list[Path]) -> list[str]:
 
 def print_fitted(bundle: Bundle) -> None:
     bank, t = bundle.manifest.memory_bank, bundle.manifest.threshold
+    own = "" if t.map_value is None else f", the map's regions at {t.map_value:.4f}"
     print(
         f"bundle {bundle.root}: {bank.shots} shots, memory bank {bank.size} patches, {bank.layout} layout, "
-        f"threshold {t.value:.4f} ({t.method})"
+        f"threshold {t.value:.4f}{own} ({t.method})"
     )
     encoder = bundle.manifest.encoder
     if encoder.quantization:

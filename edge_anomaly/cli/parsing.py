@@ -29,6 +29,9 @@ FIT_HELP = {
     "stages": "EfficientNet-Lite stages whose features are concatenated (2 4: strides 8 and 16; the head needs these)",
     "neighbourhood": "sides of the local means each stage is aggregated over, one feature part per side (3: "
     "PatchCore's 3x3; 1 3 5: several scales, as MuSc; the head needs 3 among them)",
+    "score_neighbourhood": "the sizes among --neighbourhood whose parts the image score reads (default: all); "
+    "the map reads every part, with a threshold of its own for its regions (3 with --neighbourhood 1 3: the "
+    "3x3 score and threshold, a sharper map)",
     "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images",
     "layout": "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, "
     "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
@@ -98,6 +101,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> Non
     parser.add_argument(
         "--neighbourhood", type=int, nargs="+", default=list(d.neighbourhood), help=FIT_HELP["neighbourhood"]
     )
+    score_sizes = None if d.score_neighbourhood is None else list(d.score_neighbourhood)
+    parser.add_argument(
+        "--score-neighbourhood", type=int, nargs="+", default=score_sizes, help=FIT_HELP["score_neighbourhood"]
+    )
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=d.augmentation, help=FIT_HELP["augmentation"])
     parser.add_argument("--layout", choices=LAYOUTS, default=d.layout, help=FIT_HELP["layout"])
     parser.add_argument("--head-weight", type=non_negative, default=d.head_weight, help=FIT_HELP["head_weight"])
@@ -118,6 +125,7 @@ def fit_options(args: argparse.Namespace, seed: int | None = None) -> FitOptions
         encoder=args.encoder,
         stages=tuple(args.stages),
         neighbourhood=tuple(args.neighbourhood),
+        score_neighbourhood=None if args.score_neighbourhood is None else tuple(args.score_neighbourhood),
         augmentation=args.augment,
         layout=args.layout,
         head_weight=args.head_weight,
