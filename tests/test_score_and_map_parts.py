@@ -177,3 +177,38 @@ def test_score_sizes_outside_the_neighbourhood_stop_the_export_in_one_line(synth
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "score_neighbourhood must be some of the neighbourhood's sizes" in err[0]
     assert not (tmp_path / "b").exists()
+
+
+def test_the_triton_model_of_a_split_bundle_answers_as_the_bundle(split_bundle, tmp_path):
+    """The served decoder (the bank baked in) keeps both outputs apart: the map and the 3x3 score."""
+    import onnxruntime as ort
+
+    from edge_anomaly import Inspector
+    from edge_anomaly.export.triton_repo import write_triton_repo
+    from edge_anomaly.runtime.triton_protocol import MAP, SCORE
+
+    insp = Inspector(split_bundle, backend="onnxruntime-cpu", llm="none")
+    _, decoder, _ = write_triton_repo(split_bundle, tmp_path / "repo", max_batch=4)
+    images = np.random.default_rng(2).normal(size=(2, 3, SIZE, SIZE)).astype(np.float32)
+    features = insp.backend.encode(images)
+    want_map, want_score = insp.backend.decode(features, insp.memory_bank)
+    session = ort.InferenceSession(str(decoder / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got_map, got_score = session.run([MAP, SCORE], {"features": features})
+    np.testing.assert_allclose(got_map, want_map, atol=1e-5)
+    np.testing.assert_allclose(got_score, want_score, atol=1e-5)
+    assert (got_map.reshape(2, -1).max(1) > got_score + 0.01).all()
+
+
+def test_the_split_decoder_builds_as_a_tensorrt_rtx_engine(split_bundle, tmp_path):
+    """TensorRT-RTX parses and builds its graph on this CPU (running it needs a GPU: ``test_tensorrt``)."""
+    import shutil
+
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX is not installed")
+    from edge_anomaly import open_bundle
+    from edge_anomaly.runtime.tensorrt_engines import EngineOptions, build_engines
+
+    root = tmp_path / "b"
+    shutil.copytree(split_bundle.root, root)
+    build_engines(root, "rtx", EngineOptions(precision="fp16", max_batch=2))
+    engines = {e.graph: e for e in open_bundle(root).manifest.engines}
+    assert set(engines) == {"encoder", "decoder"} and (root / engines["decoder"].file).stat().st_size > 10_000
