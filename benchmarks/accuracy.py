@@ -38,6 +38,7 @@ PLAIN_BANK = {
     "stages": DEFAULT_STAGES,
     "neighbourhood": (3,),  # PatchCore's 3x3 mean, whatever the defaults become
     "score_neighbourhood": None,
+    "bank_neighbourhood": None,
     "augmentation": "none",
     "head_weight": 0.0,
     "layout": "free",

@@ -55,6 +55,7 @@ def fit_normal_shots(
     layout: str = DEFAULT_LAYOUT,
     presumed_features: np.ndarray | None = None,
     score_features: int | None = None,
+    chosen_by: int | None = None,
 ) -> FewShotFit:
     """Normal RGB shots (and their views, see ``shot_views``) -> memory bank and threshold, without any
     anomalous image. An aligned layout (``placement``) takes no views: the shots' poses are the poses.
@@ -65,13 +66,14 @@ def fit_normal_shots(
     aligned, the 16 most typical did not.
 
     ``score_features``: the leading feature columns the decoder's score reads (``DecoderSection``), None for
-    all. The layout and the coresets are decided on them, so parts that only the map reads change nothing
-    but the map; the calibration gives the map a threshold of its own."""
+    all; where it is not all, the calibration gives the map a threshold of its own. ``chosen_by``: the
+    leading columns the layout and the coresets are decided on (``EncoderSection.bank_features``), None for
+    all. With both the score's, parts that only the map reads change nothing but the map."""
     if not shots:
         raise InputError("at least one normal shot is needed")
     shots = [resize_square(shot, prep.size) for shot in shots]
     plain = encode_images(backend, shots, prep)
-    decisive = slice(None, score_features)  # the columns every decision reads: the score's
+    decisive = slice(None, chosen_by)
     presumed = None if presumed_features is None else presumed_features[..., decisive]
     applied_layout, share = resolve_layout(layout, plain[..., decisive], presumed)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
@@ -88,10 +90,10 @@ def fit_normal_shots(
     rows = with_places(features, REACH if applied_layout == "aligned" else EVERYWHERE)  # [K x V x N x (D + 3)]
 
     def reduce_patches(patches: np.ndarray) -> np.ndarray:
-        return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed, score_features)
+        return build_memory_bank(patches, bank_limit(len(patches), n_views, max_bank), seed, chosen_by)
 
     def merge(parts: list[np.ndarray]) -> np.ndarray:
-        return build_memory_bank(np.concatenate(parts), max_bank, seed, score_features)
+        return build_memory_bank(np.concatenate(parts), max_bank, seed, chosen_by)
 
     # Each shot's views are reduced on their own (to BANK_FACTOR x the shot's patches), so any set of shots,
     # the calibration's held-out banks included, is a union of ready parts: one coreset per shot, not per bank.

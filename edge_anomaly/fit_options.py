@@ -24,19 +24,23 @@ STAGE_OUTPUT_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 DEFAULT_NEIGHBOURHOOD = (3,)  # sides of the local means each stage is aggregated over (PatchCore's 3x3)
 # The sizes the image score reads, None: all of the neighbourhood's (``export.patch_model.PatchEncoder``).
 DEFAULT_SCORE_NEIGHBOURHOOD: tuple[int, ...] | None = None
+# The sizes whose parts choose the bank's rows (coreset) and the layout, None: the score's.
+DEFAULT_BANK_NEIGHBOURHOOD: tuple[int, ...] | None = None
 MAX_NEIGHBOURHOOD = 7
 
 
 @dataclass(frozen=True)
 class FitOptions:
     """``head_weight`` None: the encoder's default (0.25 with lite0 on the default stages, else 0).
-    ``score_neighbourhood`` None: the image score reads every part the map reads."""
+    ``score_neighbourhood`` None: the image score reads every part the map reads. ``bank_neighbourhood`` None:
+    the bank's rows and the layout are chosen by the parts the score reads."""
 
     image_size: int = 256
     encoder: str = "lite0"
     stages: tuple[int, ...] = DEFAULT_STAGES
     neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD
     score_neighbourhood: tuple[int, ...] | None = DEFAULT_SCORE_NEIGHBOURHOOD
+    bank_neighbourhood: tuple[int, ...] | None = DEFAULT_BANK_NEIGHBOURHOOD
     augmentation: str = DEFAULT_AUGMENTATION
     layout: str = DEFAULT_LAYOUT
     head_weight: float | None = None
@@ -66,6 +70,10 @@ class FitOptions:
         scored = self.score_neighbourhood
         if scored is not None and (not scored or len(set(scored)) != len(scored) or not set(scored) <= set(sizes)):
             return f"score_neighbourhood must be some of the neighbourhood's sizes {sizes!r}, got {scored!r}"
+        chosen = self.bank_neighbourhood
+        among = sizes if scored is None else scored
+        if chosen is not None and (not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(among)):
+            return f"bank_neighbourhood must be some of the score's sizes {among!r}, got {chosen!r}"
         step = size_step(self.stages)
         if self.image_size % step:
             return f"image_size must be a multiple of {step} for stages {list(self.stages)}, got {self.image_size}"

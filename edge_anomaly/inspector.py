@@ -251,7 +251,7 @@ class Inspector(Streaming):
         options = self.bundle.manifest.fit  # as asked at export: "auto" is decided again from these shots
         fit = fit_normal_shots(
             self._backend, shots, self._prep, options.max_bank, options.seed, options.augmentation, options.layout,
-            presumed_features, self.bundle.manifest.decoder.score_features,
+            presumed_features, self.bundle.manifest.decoder.score_features, self.bundle.manifest.encoder.bank_features,
         )  # fmt: skip
         self._shots = fit.shots
         self._shot_sources = sources

@@ -61,6 +61,7 @@ class EncoderSection:
     feature_norm: str
     precision: str = "fp32"  # "int8": the encoder graph is quantized and the bank fitted through it
     quantization: str | None = None  # how, and how far from fp32 it was measured; or why int8 was refused
+    bank_features: int | None = None  # the leading columns the bank's rows and the layout are chosen by; None: all
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,9 @@ def _check_ranges(m: Manifest, where: str) -> None:
     split = m.decoder.score_features
     if split is not None and not 1 <= split < m.encoder.feature_dim:
         _fail(where, "decoder.score_features", f"must be null or 1-{m.encoder.feature_dim - 1}, found {split}")
+    chosen = m.encoder.bank_features
+    if chosen is not None and not 1 <= chosen <= (split or m.encoder.feature_dim - 1):
+        _fail(where, "encoder.bank_features", f"must be null or 1-{split or m.encoder.feature_dim - 1}, found {chosen}")
     if (m.threshold.map_value is None) != (split is None):
         _fail(where, "threshold.map_value", "must be given exactly where decoder.score_features is")
     if m.threshold.map_value is not None and m.threshold.map_value < 0:

@@ -25,8 +25,8 @@ def build_memory_bank(
 ) -> np.ndarray:
     """Bank rows ``[N x (D + 3)]`` (feature, place, reach; ``placement.with_places``) -> memory bank
     ``[min(N, max_size) x (D + 3)]`` float32. Rows are chosen by their features alone: by the leading
-    ``chosen_by`` columns where given (the image score's, so that the parts only the map reads leave the
-    score's bank, and with it the score and its threshold, as they are without them)."""
+    ``chosen_by`` columns where given (``EncoderSection.bank_features``: the smoother 3x3 parts, whose
+    coreset also covers the 1x1 ones; docs/accuracy.md)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if rows.ndim != 2 or rows.shape[1] <= PLACE_COLUMNS:
         raise ValueError(f"bank rows must be [N x (D + {PLACE_COLUMNS})], got shape {rows.shape}")

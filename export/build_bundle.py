@@ -41,15 +41,16 @@ def choose_shots(normal: Path | list[Path], shots: int | None, seed: int) -> lis
     return sorted(random.Random(seed).sample(files, shots))
 
 
-def _fit(backend, images: list, prep, options: FitOptions, score_features: int | None):
+def _fit(backend, images: list, prep, options: FitOptions, columns: tuple[int | None, int | None]):
+    """``columns``: the leading feature columns the score reads and those the bank is chosen by."""
     return fit_normal_shots(
         backend, images, prep, options.max_bank, options.seed, options.augmentation, options.layout,
-        score_features=score_features,
+        score_features=columns[0], chosen_by=columns[1],
     )  # fmt: skip
 
 
 def _int8_fit(
-    staging: Path, fp32: tuple, images: list, prep, options: FitOptions, score_features: int | None
+    staging: Path, fp32: tuple, images: list, prep, options: FitOptions, columns: tuple[int | None, int | None]
 ) -> tuple:
     """The int8 encoder in place of the fp32 one and the fit through it, where they agree with fp32
     (``int8_encoder``); else the fp32 fit, and a line on stderr saying why. Returns the fit and the encoder
@@ -60,7 +61,7 @@ def _int8_fit(
         encoder_path, staging / "encoder.int8.onnx", calibration_images(fp32_fit.shots, options.seed), prep
     )
     int8_backend = OnnxRuntimeBackend(int8_path, staging / fmt.DECODER_ONNX, "cpu")
-    int8_fit = _fit(int8_backend, images, prep, options, score_features)
+    int8_fit = _fit(int8_backend, images, prep, options, columns)
     agreed = agreement((fp32_backend, fp32_fit), (int8_backend, int8_fit), fp32_fit.shots, prep, options.seed)
     fp32_backend.close()
     int8_backend.close()
@@ -102,6 +103,7 @@ def build_bundle(
             options.feature_norm,
             options.neighbourhood,
             options.score_neighbourhood,
+            options.bank_neighbourhood,
         )
     except (ValueError, ImportError) as exc:
         raise InputError(str(exc)) from None
@@ -113,10 +115,10 @@ def build_bundle(
         encoder_path, decoder_path = export_onnx(graphs, staging)
         backend = OnnxRuntimeBackend(encoder_path, decoder_path, "cpu")
         sections = graphs.sections
-        split = sections.decoder.score_features
-        fit = _fit(backend, images, graphs.preprocessing(), options, split)
+        columns = (sections.decoder.score_features, sections.encoder.bank_features)
+        fit = _fit(backend, images, graphs.preprocessing(), options, columns)
         if options.encoder_precision == "int8":
-            fit, encoder = _int8_fit(staging, (backend, fit), images, graphs.preprocessing(), options, split)
+            fit, encoder = _int8_fit(staging, (backend, fit), images, graphs.preprocessing(), options, columns)
             sections = replace(sections, encoder=replace(sections.encoder, **encoder))
         manifest = Manifest.of(
             sections,

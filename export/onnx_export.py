@@ -11,7 +11,12 @@ import numpy as np
 import torch
 
 from edge_anomaly import bundle_format as fmt
-from edge_anomaly.fit_options import DEFAULT_NEIGHBOURHOOD, DEFAULT_SCORE_NEIGHBOURHOOD, DEFAULT_STAGES
+from edge_anomaly.fit_options import (
+    DEFAULT_BANK_NEIGHBOURHOOD,
+    DEFAULT_NEIGHBOURHOOD,
+    DEFAULT_SCORE_NEIGHBOURHOOD,
+    DEFAULT_STAGES,
+)
 from edge_anomaly.images import Preprocessing
 from edge_anomaly.manifest import DecoderSection, EncoderSection, GraphSections, HeadSection, InputSection, OnnxSection
 from edge_anomaly.placement import PLACE_COLUMNS
@@ -74,14 +79,15 @@ def build_graphs(
     feature_norm: str = fmt.DEFAULT_FEATURE_NORM,
     neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
     score_neighbourhood: tuple[int, ...] | None = DEFAULT_SCORE_NEIGHBOURHOOD,
+    bank_neighbourhood: tuple[int, ...] | None = DEFAULT_BANK_NEIGHBOURHOOD,
 ) -> DetectorGraphs:
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 
     ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
     ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised),
     else none. The head reads the 3x3 parts of those stages, so it fits wherever the encoder has them (more
-    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``, ``score_neighbourhood``:
-    ``PatchEncoder``'s."""
+    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``, ``score_neighbourhood``,
+    ``bank_neighbourhood``: ``PatchEncoder``'s."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
@@ -100,7 +106,9 @@ def build_graphs(
             f"neighbourhood {neighbourhood}, feature norm {feature_norm}"
         )
     backbone = load_efficientnet_lite(source.checkpoint)
-    patch_encoder = PatchEncoder(backbone, stages, feature_norm, neighbourhood, score_neighbourhood).eval()
+    patch_encoder = PatchEncoder(
+        backbone, stages, feature_norm, neighbourhood, score_neighbourhood, bank_neighbourhood
+    ).eval()
     grid = grid_for(image_size, patch_encoder.stride)
     head = None
     if head_weight:
@@ -130,6 +138,7 @@ def build_graphs(
             + " local mean per stage, bilinear to the finest grid"
             + {"stage": ", L2-normalized per stage", "none": ", not normalized", "shots": ""}[feature_norm],
             feature_norm=feature_norm,
+            bank_features=patch_encoder.bank_features,
         ),
         decoder=DecoderSection(
             kind="nearest-neighbour distance to the memory bank",

@@ -45,7 +45,10 @@ class PatchEncoder(nn.Module):
     ``score_features`` columns and the map all of them. The score and the map
     want different parts: 1x1 parts sharpen the map (pixel AUROC +0.009 to
     +0.014 on the dev set) but move the image score and its threshold
-    (docs/accuracy.md).
+    (docs/accuracy.md). ``bank_neighbourhood``: the sizes whose parts choose
+    the bank's rows and the layout (the score's by default), the leading
+    ``bank_features`` columns: a coreset chosen by the smoother 3x3 parts
+    covers the 1x1 ones too (docs/accuracy.md).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class PatchEncoder(nn.Module):
         feature_norm: str = DEFAULT_FEATURE_NORM,
         neighbourhood: tuple[int, ...] = DEFAULT_NEIGHBOURHOOD,
         score_neighbourhood: tuple[int, ...] | None = None,
+        bank_neighbourhood: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         if feature_norm not in FEATURE_NORMS:
@@ -64,18 +68,27 @@ class PatchEncoder(nn.Module):
         self.stages = tuple(sorted(stages))
         self.neighbourhood = tuple(sorted(set(neighbourhood)))
         self.score_sizes = tuple(sorted(set(score_neighbourhood or self.neighbourhood)))
-        scored = set(self.score_sizes)
-        if not scored <= set(self.neighbourhood):
-            raise ValueError(f"score neighbourhood {self.score_sizes} must be among the sizes {self.neighbourhood}")
-        # The order of the feature's parts: those the image score reads first, so that they are its leading
-        # ``score_features`` columns; stage-major within each group.
+        self.bank_sizes = tuple(sorted(set(bank_neighbourhood or self.score_sizes)))
+        if not set(self.bank_sizes) <= set(self.score_sizes) <= set(self.neighbourhood):
+            raise ValueError(
+                f"bank sizes {self.bank_sizes} must be among the score's {self.score_sizes}, and those among the "
+                f"neighbourhood's {self.neighbourhood}"
+            )
+        # The order of the feature's parts: those that choose the bank first, then the score's other parts, then
+        # the map's, so that each group is a run of leading columns; stage-major within each group.
         parts = [(s, k) for s in self.stages for k in self.neighbourhood]
-        self.parts = [p for p in parts if p[1] in scored] + [p for p in parts if p[1] not in scored]
+        rank = [set(self.bank_sizes), set(self.score_sizes), set(self.neighbourhood)]
+        self.parts = sorted(parts, key=lambda p: min(i for i, group in enumerate(rank) if p[1] in group))
         self.feature_dim = sum(backbone.stage_channels[s] for s, _ in self.parts)
-        score_dim = sum(backbone.stage_channels[s] for s, k in self.parts if k in scored)
-        self.score_features = score_dim if score_dim < self.feature_dim else None  # None: the score reads all
+        self.score_features = self._leading(self.score_sizes)  # None: the score reads all
+        self.bank_features = self._leading(self.bank_sizes)  # None: the bank's rows are chosen by all
         self.stride = backbone.strides()[self.stages[0]]
         self.register_buffer("stage_scales", torch.ones(len(self.parts)))  # set by fit_stage_scales ("shots")
+
+    def _leading(self, sizes: tuple[int, ...]) -> int | None:
+        """How many leading columns the parts of ``sizes`` fill; None where that is all of them."""
+        width = sum(self.backbone.stage_channels[s] for s, k in self.parts if k in sizes)
+        return width if width < self.feature_dim else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         parts = self.stage_parts(image)

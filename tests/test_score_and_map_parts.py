@@ -212,3 +212,32 @@ def test_the_split_decoder_builds_as_a_tensorrt_rtx_engine(split_bundle, tmp_pat
     build_engines(root, "rtx", EngineOptions(precision="fp16", max_batch=2))
     engines = {e.graph: e for e in open_bundle(root).manifest.engines}
     assert set(engines) == {"encoder", "decoder"} and (root / engines["decoder"].file).stat().st_size > 10_000
+
+
+def test_the_bank_is_chosen_by_its_own_parts(synth_root):
+    """``--bank-neighbourhood 3`` with ``--neighbourhood 1 3``: the coreset and the layout are decided on the
+    3x3 parts, so the bank holds the very rows the 3x3 detector's bank holds, with their 1x1 parts beside."""
+    from edge_anomaly.few_shot import fit_normal_shots
+    from edge_anomaly.images import list_images, read_image
+
+    narrow = build_graphs("lite0", SIZE, neighbourhood=(3,))
+    wide = build_graphs("lite0", SIZE, neighbourhood=(1, 3), bank_neighbourhood=(3,))
+    assert wide.sections.encoder.bank_features == 152 and wide.sections.decoder.score_features is None
+    assert wide.encoder.parts == [(2, 3), (4, 3), (2, 1), (4, 1)]
+    shots = [read_image(p) for p in list_images(synth_root / "fabric" / "train" / "good")[:1]]
+    plain = fit_normal_shots(narrow, shots, narrow.preprocessing())
+    chosen = fit_normal_shots(wide, shots, wide.preprocessing(), chosen_by=152)
+    unchosen = fit_normal_shots(wide, shots, wide.preprocessing())
+    assert plain.coreset and plain.augmentation == "dihedral"  # a coreset was made, so the choice shows
+    np.testing.assert_allclose(chosen.memory_bank[:, :152], plain.memory_bank[:, :152], atol=1e-6)
+    assert not np.array_equal(np.sort(unchosen.memory_bank[:, 0]), np.sort(chosen.memory_bank[:, 0]))
+    assert chosen.calibration.map_threshold is None  # the score is the map's maximum: one threshold
+
+
+def test_bank_sizes_must_be_among_the_score_sizes():
+    from edge_anomaly import InputError
+    from edge_anomaly.fit_options import FitOptions
+
+    for options in [{"score_neighbourhood": (3,), "bank_neighbourhood": (1,)}, {"bank_neighbourhood": (5,)}]:
+        with pytest.raises(InputError, match="bank_neighbourhood must be some of the score's sizes"):
+            FitOptions(neighbourhood=(1, 3), **options)

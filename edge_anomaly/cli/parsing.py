@@ -32,6 +32,8 @@ FIT_HELP = {
     "score_neighbourhood": "the sizes among --neighbourhood whose parts the image score reads (default: all); "
     "the map reads every part, with a threshold of its own for its regions (3 with --neighbourhood 1 3: the "
     "3x3 score and threshold, a sharper map)",
+    "bank_neighbourhood": "the sizes among the score's whose parts choose the memory bank's rows (coreset) and "
+    "decide the layout (default: the score's)",
     "augmentation": "views of each normal shot put into the bank: 'dihedral' adds quarter turns and mirror images",
     "layout": "where a patch may find its normal match: 'aligned' (fixtured parts, near its own place; 2+ shots, "
     "no views), 'free' (anywhere) or 'auto' (aligned when the shots show it)",
@@ -105,6 +107,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser, seed: bool = True) -> Non
     parser.add_argument(
         "--score-neighbourhood", type=int, nargs="+", default=score_sizes, help=FIT_HELP["score_neighbourhood"]
     )
+    bank_sizes = None if d.bank_neighbourhood is None else list(d.bank_neighbourhood)
+    parser.add_argument(
+        "--bank-neighbourhood", type=int, nargs="+", default=bank_sizes, help=FIT_HELP["bank_neighbourhood"]
+    )
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=d.augmentation, help=FIT_HELP["augmentation"])
     parser.add_argument("--layout", choices=LAYOUTS, default=d.layout, help=FIT_HELP["layout"])
     parser.add_argument("--head-weight", type=non_negative, default=d.head_weight, help=FIT_HELP["head_weight"])
@@ -126,6 +132,7 @@ def fit_options(args: argparse.Namespace, seed: int | None = None) -> FitOptions
         stages=tuple(args.stages),
         neighbourhood=tuple(args.neighbourhood),
         score_neighbourhood=None if args.score_neighbourhood is None else tuple(args.score_neighbourhood),
+        bank_neighbourhood=None if args.bank_neighbourhood is None else tuple(args.bank_neighbourhood),
         augmentation=args.augment,
         layout=args.layout,
         head_weight=args.head_weight,
