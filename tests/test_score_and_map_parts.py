@@ -130,7 +130,14 @@ def manifest_value(bundle) -> float:
     return bundle.manifest.threshold.map_value
 
 
-def test_a_map_threshold_without_the_split_is_refused(split_bundle, tmp_path):
+@pytest.mark.parametrize(
+    "section, key, value, words",
+    [
+        ("decoder", "score_features", None, "threshold.map_value must be given exactly where"),
+        ("encoder", "bank_features", 153, "encoder.bank_features must be null or 1-152"),
+    ],
+)
+def test_a_manifest_whose_columns_disagree_is_refused(split_bundle, tmp_path, section, key, value, words):
     import hashlib
     import shutil
 
@@ -139,11 +146,11 @@ def test_a_map_threshold_without_the_split_is_refused(split_bundle, tmp_path):
     root = tmp_path / "b"
     shutil.copytree(split_bundle.root, root)
     manifest = json.loads((root / "manifest.json").read_text())
-    manifest["decoder"]["score_features"] = None
+    manifest[section][key] = value
     text = json.dumps(manifest).encode()
     (root / "manifest.json").write_bytes(text)
     (root / "manifest.sha256").write_text(hashlib.sha256(text).hexdigest() + "\n")
-    with pytest.raises(BundleError, match="threshold.map_value must be given exactly where"):
+    with pytest.raises(BundleError, match=words):
         open_bundle(root)
 
 
