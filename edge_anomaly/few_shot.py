@@ -78,8 +78,8 @@ def fit_normal_shots(
     applied_layout, share = resolve_layout(layout, plain[..., decisive], presumed)
     requested, augmentation = augmentation, resolve_augmentation(augmentation, len(shots))
     if applied_layout == "aligned":
-        if requested in ("dihedral", "turns"):
-            raise InputError(f"{requested} views contradict an aligned layout: parts that turn are not aligned")
+        if requested == "dihedral":
+            raise InputError("dihedral views contradict an aligned layout: parts that turn are not aligned")
         augmentation = "none"
     views = [v for shot in shots for v in shot_views(shot, augmentation)[1:]]
     n_views = 1 + len(views) // len(shots)
