@@ -109,6 +109,8 @@ def build_bundle(
         raise InputError(str(exc)) from None
     if options.feature_norm == "shots":
         graphs = graphs.with_stage_scales(images)
+    elif options.feature_norm == "balanced":
+        graphs = graphs.with_balanced_scales(images, options.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="edge-anomaly-export-", dir=out.parent))  # same disk: the move is a rename
     try:

@@ -38,6 +38,9 @@ class TextFreeHead(nn.Module):
             torch.manual_seed(seed)
             self.projections = nn.ModuleList(nn.Linear(b - a, dim) for a, b in self.slices)
             self.prototypes = nn.Parameter(torch.randn(len(self.slices), 2, dim))
+        # What each slice is multiplied by before the head reads it: 1, unless the encoder divides its parts
+        # by constants (feature_norm "balanced"), which the head, trained on per-stage unit features, undoes.
+        self.register_buffer("input_gains", torch.ones(len(self.slices)), persistent=False)
 
     def reading(self, slices: list[tuple[int, int]]) -> TextFreeHead:
         """The head reading its stages at ``slices`` (first, end columns) of a wider feature: an encoder with
@@ -51,7 +54,7 @@ class TextFreeHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         probabilities = []
         for k, (a, b) in enumerate(self.slices):
-            z = F.normalize(self.projections[k](features[..., a:b]), dim=-1)
+            z = F.normalize(self.projections[k](features[..., a:b] * self.input_gains[k]), dim=-1)
             logits = z @ F.normalize(self.prototypes[k], dim=-1).t() / TEMPERATURE
             probabilities.append(logits.softmax(-1)[..., 1])
         return torch.stack(probabilities).mean(0)

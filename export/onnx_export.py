@@ -27,11 +27,19 @@ from .encoders import resolve_encoder
 from .head_model import ASSET as HEAD_ASSET
 from .head_model import HEAD_NEIGHBOURHOOD, HEAD_WEIGHT, file_sha256, load_head
 from .patch_model import FreeBankDecoder, NearestNeighbourDecoder, PatchEncoder, ReachCheck, grid_for
+from .stage_balance import balanced_scales
 
 OPSET = 17
 SIGMA = 4.0
 MEAN = (0.5, 0.5, 0.5)  # how the TF Lite weights were trained
 STD = (0.5, 0.5, 0.5)
+# the manifest's aggregation words for each feature norm ("shots" and "balanced" add their divisors later)
+NORM_WORDS = {
+    "stage": ", L2-normalized per stage",
+    "none": ", not normalized",
+    "shots": "",
+    "balanced": ", L2-normalized per stage",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,20 @@ class DetectorGraphs:
         encoder = replace(self.sections.encoder, aggregation=aggregation)
         return replace(self, sections=replace(self.sections, encoder=encoder))
 
+    def with_balanced_scales(self, shots: list[np.ndarray], seed: int = 0) -> DetectorGraphs:
+        """``feature_norm="balanced"``: the encoder's per-part divisors measured on the shots (RGB,
+        ``stage_balance``), the head told to undo them on the parts it reads, and the manifest saying so."""
+        scales = balanced_scales(self.encoder, shots, self.preprocessing(), seed)
+        self.encoder.stage_scales.copy_(torch.tensor(scales))
+        head = self.decoder.head
+        if head is not None:
+            gains = [scales[self.encoder.parts.index((s, HEAD_NEIGHBOURHOOD))] for s in DEFAULT_STAGES]
+            head.input_gains.copy_(torch.tensor(gains))
+        rounded = [round(s, 6) for s in scales]
+        aggregation = f"{self.sections.encoder.aggregation}, each part then divided by {rounded} (balanced on shots)"
+        encoder = replace(self.sections.encoder, aggregation=aggregation)
+        return replace(self, sections=replace(self.sections, encoder=encoder))
+
 
 def build_graphs(
     encoder: str = "lite0",
@@ -84,10 +106,10 @@ def build_graphs(
     """Torch encoder and decoder for ``encoder`` at ``image_size`` (a multiple of 16, at least 64).
 
     ``head_weight``: how much of the text-free head's map joins the bank's (0: none); by default
-    ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised),
-    else none. The head reads the 3x3 parts of those stages, so it fits wherever the encoder has them (more
-    stages or sizes beside them included). ``feature_norm``, ``neighbourhood``, ``score_neighbourhood``,
-    ``bank_neighbourhood``: ``PatchEncoder``'s."""
+    ``HEAD_WEIGHT`` where the head fits (it was trained on Lite0's default stages, per-stage normalised;
+    under "balanced" it undoes the divisors), else none. The head reads the 3x3 parts of those stages, so it
+    fits wherever the encoder has them (more stages or sizes beside them included). ``feature_norm``,
+    ``neighbourhood``, ``score_neighbourhood``, ``bank_neighbourhood``: ``PatchEncoder``'s."""
     if image_size % 16 or image_size < 64:
         raise ValueError(f"image size must be a multiple of 16 and at least 64, got {image_size}")
     source = resolve_encoder(encoder)
@@ -95,7 +117,7 @@ def build_graphs(
         encoder == "lite0"
         and set(DEFAULT_STAGES) <= set(stages)
         and HEAD_NEIGHBOURHOOD in neighbourhood
-        and feature_norm == "stage"
+        and feature_norm in ("stage", "balanced")
     )
     if head_weight is None:
         head_weight = HEAD_WEIGHT if head_fits else 0.0
@@ -136,7 +158,7 @@ def build_graphs(
             grid=tuple(grid),
             aggregation=" and ".join(f"{k}x{k}" for k in patch_encoder.neighbourhood)
             + " local mean per stage, bilinear to the finest grid"
-            + {"stage": ", L2-normalized per stage", "none": ", not normalized", "shots": ""}[feature_norm],
+            + NORM_WORDS[feature_norm],
             feature_norm=feature_norm,
             bank_features=patch_encoder.bank_features,
         ),

@@ -37,7 +37,10 @@ class PatchEncoder(nn.Module):
     L2-normalized per patch so that no part dominates the distance by its
     width (``feature_norm="stage"``; ``"none"`` keeps them as PatchCore does;
     ``"shots"`` divides each part by one constant, its mean patch norm over
-    the shots, so parts weigh alike while a patch keeps its magnitude).
+    the shots, so parts weigh alike while a patch keeps its magnitude;
+    ``"balanced"`` L2-normalizes each part, then divides it by a constant
+    from the shots, so that each part's typical nearest-neighbour distance
+    is the same: ``stage_balance``).
     ``N = (H/s) * (W/s)`` with ``s`` the finest stage's stride.
 
     ``score_neighbourhood``: the sizes whose parts the image score reads (all
@@ -83,7 +86,8 @@ class PatchEncoder(nn.Module):
         self.score_features = self._leading(self.score_sizes)  # None: the score reads all
         self.bank_features = self._leading(self.bank_sizes)  # None: the bank's rows are chosen by all
         self.stride = backbone.strides()[self.stages[0]]
-        self.register_buffer("stage_scales", torch.ones(len(self.parts)))  # set by fit_stage_scales ("shots")
+        # divisors of the parts: set by fit_stage_scales ("shots") or stage_balance ("balanced")
+        self.register_buffer("stage_scales", torch.ones(len(self.parts)))
 
     def _leading(self, sizes: tuple[int, ...]) -> int | None:
         """How many leading columns the parts of ``sizes`` fill; None where that is all of them."""
@@ -92,9 +96,9 @@ class PatchEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         parts = self.stage_parts(image)
-        if self.feature_norm == "stage":
+        if self.feature_norm in ("stage", "balanced"):
             parts = [F.normalize(f, dim=1) for f in parts]
-        elif self.feature_norm == "shots":
+        if self.feature_norm in ("shots", "balanced"):
             parts = [f / self.stage_scales[k] for k, f in enumerate(parts)]
         features = torch.cat(parts, dim=1)
         return features.flatten(2).transpose(1, 2).contiguous()

@@ -22,6 +22,19 @@ def test_latency_benchmark(tmp_path):
     assert all(r["speedup_vs_baseline"] > 0 and 0 < r["runtime_peak_rss_mb"] < 2000 for r in report["runs"])
 
 
+def test_stage_weights_benchmark(synth_root, tmp_path):
+    from edge_anomaly.benchmarks import stage_weights
+
+    out = tmp_path / "weights.json"
+    stage_weights.main([str(synth_root), "--seeds", "0", "--image-size", "64", "--json", str(out)])
+    report = json.loads(out.read_text())
+    rules = {f"stage weight {w:g}" for w in stage_weights.WEIGHTS} | {"balanced", "density 1", "density 3 + median"}
+    assert report["runs"] and rules <= set(report["macro_mean"]) and not report["skipped"]  # one shot: free
+    for rule, value in report["macro_mean"].items():
+        per = [report["per_category"][c][rule] for c in report["per_category"]]
+        assert 0 <= value <= 1 and value == pytest.approx(sum(per) / len(per))
+
+
 def test_accuracy_benchmark(synth_root, tmp_path, capsys):
     from edge_anomaly.benchmarks import accuracy, study
 

@@ -202,6 +202,41 @@ def test_shots_feature_norm_divides_each_stage_by_its_mean_norm_on_the_shots(syn
         assert abs(norms.mean() - 1.0) < 0.05 and norms.std() > 0.01  # unit on average, not per patch
 
 
+def test_balanced_feature_norm_weights_the_stages_by_their_spread_on_the_shots(synth_root, tmp_path):
+    """``--feature-norm balanced``: per-stage unit features, each part divided by a constant from the shots that
+    equalises its typical nearest-neighbour distance; the head reads what it was trained on."""
+    from edge_anomaly.export.build_bundle import build_bundle
+    from edge_anomaly.export.stage_balance import balanced_scales, nearest_distances
+    from edge_anomaly.fit_options import FitOptions
+    from edge_anomaly.images import read_image
+
+    normal = synth_root / "fabric" / "train" / "good"
+    bundle = build_bundle(normal, tmp_path / "b", 2, "fabric", FitOptions(image_size=64, feature_norm="balanced"))
+    assert bundle.manifest.encoder.feature_norm == "balanced" and "balanced on shots" in (
+        bundle.manifest.encoder.aggregation
+    )
+    assert bundle.manifest.decoder.text_free_head is not None
+    shots = [read_image(p) for p in bundle.files_of("normal_shot")]
+
+    plain = build_graphs("lite0", 64, feature_norm="stage")
+    balanced = build_graphs("lite0", 64, feature_norm="balanced").with_balanced_scales(shots)
+    scales = balanced.encoder.stage_scales.numpy()
+    assert np.isclose(np.sqrt(np.mean(scales**2)), 1.0) and abs(scales[0] - scales[1]) > 0.01
+    assert f"{[round(float(s), 6) for s in scales]}" in balanced.sections.encoder.aggregation
+    with pytest.raises(ValueError, match="before any divisor"):
+        balanced_scales(balanced.encoder, shots, balanced.preprocessing())  # measured once, on unit features
+    x = torch.from_numpy(balanced.preprocessing().batch(shots))
+    with torch.no_grad():
+        f_plain, f_balanced = plain.encoder(x), balanced.encoder(x)
+        for k, (a, b) in enumerate([(0, 40), (40, 152)]):  # Lite0 stages 2 and 4, 3x3 parts
+            assert torch.allclose(f_balanced[..., a:b] * float(scales[k]), f_plain[..., a:b], atol=1e-5)
+        assert torch.allclose(balanced.decoder.head(f_balanced), plain.decoder.head(f_plain), atol=1e-5)
+
+    rows = np.random.default_rng(0).standard_normal((1100, 7)).astype(np.float32)  # more than one block of rows
+    full = np.linalg.norm(rows[:, None] - rows[None], axis=-1) + np.diag(np.full(1100, np.inf))
+    assert np.allclose(nearest_distances(rows), full.min(1), atol=1e-4)
+
+
 @pytest.mark.parametrize("grid, size", [((32, 32), (256, 256)), ((4, 4), (64, 64)), ((5, 8), (80, 128))])
 def test_map_operators_equal_bilinear_upsampling_then_reflected_gaussian_smoothing(grid, size):
     """The decoder's two matmuls are PatchCore's upsample-and-smooth, computed the long way here."""

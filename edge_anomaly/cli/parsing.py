@@ -40,7 +40,8 @@ FIT_HELP = {
     "head_weight": "share of the trained text-free head's map in the decoder (0: memory bank only; default 0.25 "
     "with lite0)",
     "feature_norm": "'stage': each stage's features L2-normalised per patch (the default); 'none': as PatchCore "
-    "keeps them; 'shots': each stage divided by its mean patch norm on the shots",
+    "keeps them; 'shots': each stage divided by its mean patch norm on the shots; 'balanced': L2 per stage, then "
+    "each stage weighted so that its typical nearest-neighbour distance on the shots is the same",
     "encoder_precision": "'int8': the encoder quantized (NNCF; stem and block 0 in float) and the bank fitted "
     "through it, kept only where it decides as fp32 does on synthetic defects (threshold and scores within 10%% "
     "of it, flagged pixels overlapping by 0.75); 'fp32' the default",

@@ -1,0 +1,78 @@
+"""Stage weights from the shots (``feature_norm="balanced"``).
+
+Per-stage L2 normalisation makes each stage's features unit vectors, so each
+stage may add up to the same squared distance. It does not make the stages
+count alike: Lite0's stride-8 stage spreads more between normal patches than
+its stride-16 stage does (its nearest normal neighbour lies 1.05-1.45x as far
+on the dev set), so in the summed distance the finer stage's normal variation
+drowns the coarser stage's evidence. Which stage varies more depends on the
+product, so the weights are measured on its shots: each part (stage and
+neighbourhood size) is divided by its typical nearest-neighbour distance
+among the bank's rows, rescaled so that the total typical squared distance
+stays what it was. A product whose stages already spread alike keeps weights
+near 1.
+
+The statistic is taken on the bank the defaults give one shot, whatever the
+fit asks for: each shot in its dihedral views, reduced on its own to
+``BANK_FACTOR`` times its patches by the greedy coreset, then pooled. A bank
+of every patch (an aligned layout) would measure the distance between
+neighbouring patches, which the local mean makes near-duplicates, not the
+spread of the product.
+
+The divisors are constants of the exported encoder graph, so a bank refitted
+on the edge box (``Inspector.add_normal_shots``) keeps the export's weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from edge_anomaly.images import Preprocessing, resize_square
+from edge_anomaly.memory_bank import greedy_coreset
+from edge_anomaly.shot_views import BANK_FACTOR, shot_views
+
+from .patch_model import PatchEncoder
+
+ENCODE_BATCH = 8
+ROW_BLOCK = 1024  # rows whose distances to the whole pool are held at once (1024 x 8192 floats: 32 MB)
+
+
+@torch.no_grad()
+def balanced_scales(encoder: PatchEncoder, shots: list[np.ndarray], prep: Preprocessing, seed: int = 0) -> list[float]:
+    """The divisor of each of ``encoder``'s parts (in its order) for RGB ``shots``: the part's median
+    nearest-neighbour distance among the pooled shot coresets, over the root mean square of those medians.
+    ``encoder`` must L2-normalise its parts and divide by nothing yet."""
+    if encoder.feature_norm != "balanced" or not torch.all(encoder.stage_scales == 1):
+        raise ValueError("stage balance is measured on per-stage unit features, before any divisor is set")
+    rows = [_shot_coreset(encoder, shot, prep, seed) for shot in shots]
+    pool = np.concatenate(rows)
+    spans = [_columns(encoder, k) for k in range(len(encoder.parts))]
+    medians = np.array([np.median(nearest_distances(pool[:, a:b])) for a, b in spans])
+    if not np.all(np.isfinite(medians)) or not np.all(medians > 0):
+        raise ValueError(f"the shots give no spread to balance the stages by: {medians.tolist()}")
+    return [float(m) for m in medians / np.sqrt(np.mean(medians**2))]
+
+
+def _shot_coreset(encoder: PatchEncoder, shot: np.ndarray, prep: Preprocessing, seed: int) -> np.ndarray:
+    views = shot_views(resize_square(shot, prep.size), "dihedral")
+    batches = [prep.batch(views[i : i + ENCODE_BATCH]) for i in range(0, len(views), ENCODE_BATCH)]
+    features = np.concatenate([encoder(torch.from_numpy(b)).numpy() for b in batches])
+    patches = features.reshape(-1, features.shape[-1])
+    return patches[greedy_coreset(patches, BANK_FACTOR * features.shape[1], seed)]
+
+
+def _columns(encoder: PatchEncoder, part: int) -> tuple[int, int]:
+    return encoder.part_columns(*encoder.parts[part])
+
+
+def nearest_distances(rows: np.ndarray) -> np.ndarray:
+    """Each row's distance to its nearest other row."""
+    sq = np.einsum("nd,nd->n", rows, rows)
+    nearest = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), ROW_BLOCK):
+        block = rows[start : start + ROW_BLOCK]
+        d2 = sq[start : start + len(block), None] + sq[None] - 2.0 * block @ rows.T
+        d2[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+        nearest[start : start + len(block)] = d2.min(1)
+    return np.sqrt(np.maximum(nearest, 0.0))
