@@ -36,6 +36,7 @@ from .zero_shot import MAX_REFERENCES, mutual_results
 METRIC_SIDE = 256
 OVERLAYS_PER_CLASS = 3
 BATCH = 8
+SHOT_MEASURED_NORMS = ("shots", "balanced")  # feature norms whose encoder constants come from the shots
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def evaluate_category(
 
     if shots < 0:
         raise InputError(f"shots must be 0 (zero-shot) or more, got {shots}")
+    if shots == 0 and options.feature_norm in SHOT_MEASURED_NORMS:
+        # the graphs would hold constants measured on a normal training image, which zero-shot must not see
+        raise InputError(f"--feature-norm {options.feature_norm} is measured on normal shots; zero-shot has none")
     category = Path(category)
     list_images(category / "train" / "good")
     items = load_test_set(category)
@@ -106,7 +110,8 @@ def evaluate_category(
         method, picked = bundle.manifest.threshold.method, []
         if shots == 0:
             rgbs = [read_image(it.path) for it in items]
-            batch = mutual_results(inspector, rgbs, color_order="rgb", references=zero_shot_references)
+            # the seed draws the references, as it draws the shots of a few-shot run
+            batch = mutual_results(inspector, rgbs, "rgb", references=zero_shot_references, seed=options.seed)
             method, batches = batch.method, [(items, rgbs, batch.results)]
             picked = [str(items[i].path.relative_to(category)) for i in batch.shot_indices]
         else:

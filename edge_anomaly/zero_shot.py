@@ -100,10 +100,14 @@ def mutual_maps(
 
 
 def mutual_scores(
-    inspector: Inspector, features: np.ndarray, fraction: float = FRACTION, references: int | None = MAX_REFERENCES
+    inspector: Inspector,
+    features: np.ndarray,
+    fraction: float = FRACTION,
+    references: int | None = MAX_REFERENCES,
+    seed: int = 0,
 ) -> np.ndarray:
     """Each frame's image score (map maximum) from ``mutual_maps``."""
-    maps = mutual_maps(inspector, features, fraction, references)
+    maps = mutual_maps(inspector, features, fraction, references, seed)
     return maps.reshape(len(maps), -1).max(axis=1)
 
 
@@ -130,23 +134,24 @@ def mutual_results(
     color_order: str = "bgr",
     fraction: float = FRACTION,
     references: int | None = MAX_REFERENCES,
+    seed: int = 0,
 ) -> ZeroShotBatch:
     """Score a batch of unlabeled frames of one product with no normal shot.
 
     With at least ``MIN_BOOTSTRAP_FRAMES`` frames, the most typical ones become ``inspector``'s shots
     (replacing any it had) and every frame is inspected against them; with fewer, the mutual maps are the
     result and the outlier test decides. ``references``: how many others each frame is scored against
-    (``mutual_maps``; None: all of them, quadratic in the batch)."""
+    (``mutual_maps``; None: all of them, quadratic in the batch), drawn by ``seed``."""
     rgbs = [as_rgb(f, color_order) for f in frames]
     sources = [f if isinstance(f, (str, Path)) else None for f in frames]
     features = encode_images(inspector.backend, rgbs, inspector.preprocessing)
     if len(rgbs) < MIN_BOOTSTRAP_FRAMES:
-        maps = mutual_maps(inspector, features, fraction, references)
+        maps = mutual_maps(inspector, features, fraction, references, seed)
         scores = [float(m.max()) for m in maps]
         threshold = outlier_threshold(scores)
         results = [inspector.finding(*args, threshold=threshold) for args in zip(rgbs, maps, scores, sources)]
         return ZeroShotBatch(results, [], OUTLIER_METHOD)
-    picked, presumed = bootstrap_split(mutual_scores(inspector, features, fraction, references))
+    picked, presumed = bootstrap_split(mutual_scores(inspector, features, fraction, references, seed))
     calibration = inspector.use_normal_shots(
         [rgbs[i] for i in picked], color_order="rgb", presumed_normal=[rgbs[i] for i in presumed]
     )

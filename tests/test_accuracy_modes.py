@@ -207,6 +207,21 @@ def test_eval_with_zero_shots_picks_shots_from_the_test_set(line_root):
     assert report["image_auroc"] > 0.8 and report["pixel_auroc"] > 0.8
 
 
+def test_eval_seed_draws_the_zero_shot_references(line_root):
+    """Seeds 0-2 of a zero-shot eval are three draws of the references, as they are three draws of shots."""
+    from edge_anomaly.evaluation import evaluate_category
+
+    def scores(seed: int) -> list[float]:
+        options = FitOptions(image_size=64, seed=seed)
+        report = evaluate_category(line_root, 0, options, progress=False, zero_shot_references=4)
+        return [p["score"] for p in report["per_image"]]
+
+    first = scores(0)
+    assert scores(0) == first and scores(1) != first
+    with pytest.raises(InputError, match="zero-shot has none"):  # its constants would come from a normal image
+        evaluate_category(line_root, 0, FitOptions(image_size=64, feature_norm="balanced"), progress=False)
+
+
 def test_cli_run_learns_shots_from_the_line_and_saves_them(bundle_dir, line_root, tmp_path, capsys):
     from edge_anomaly import bundle_format as fmt
     from edge_anomaly.bundle import open_bundle
