@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edge_anomaly.errors import InputError
 from edge_anomaly.images import Preprocessing, resize_square
 from edge_anomaly.memory_bank import greedy_coreset
 from edge_anomaly.shot_views import BANK_FACTOR, shot_views
@@ -42,7 +43,8 @@ ROW_BLOCK = 1024  # rows whose distances to the whole pool are held at once (102
 def balanced_scales(encoder: PatchEncoder, shots: list[np.ndarray], prep: Preprocessing, seed: int = 0) -> list[float]:
     """The divisor of each of ``encoder``'s parts (in its order) for RGB ``shots``: the part's median
     nearest-neighbour distance among the pooled shot coresets, over the root mean square of those medians.
-    ``encoder`` must L2-normalise its parts and divide by nothing yet."""
+    ``encoder`` must L2-normalise its parts and divide by nothing yet. Shots that do not vary (one flat
+    colour) give no distance to divide by: ``InputError``."""
     if encoder.feature_norm != "balanced" or not torch.all(encoder.stage_scales == 1):
         raise ValueError("stage balance is measured on per-stage unit features, before any divisor is set")
     rows = [_shot_coreset(encoder, shot, prep, seed) for shot in shots]
@@ -50,7 +52,10 @@ def balanced_scales(encoder: PatchEncoder, shots: list[np.ndarray], prep: Prepro
     spans = [_columns(encoder, k) for k in range(len(encoder.parts))]
     medians = np.array([np.median(nearest_distances(pool[:, a:b])) for a, b in spans])
     if not np.all(np.isfinite(medians)) or not np.all(medians > 0):
-        raise ValueError(f"the shots give no spread to balance the stages by: {medians.tolist()}")
+        raise InputError(
+            f"--feature-norm balanced: the shots give no spread to weigh the stages by (median nearest-neighbour "
+            f"distances {[round(float(m), 6) for m in medians]}); use another feature norm or other shots"
+        )
     return [float(m) for m in medians / np.sqrt(np.mean(medians**2))]
 
 

@@ -205,6 +205,7 @@ def test_shots_feature_norm_divides_each_stage_by_its_mean_norm_on_the_shots(syn
 def test_balanced_feature_norm_weights_the_stages_by_their_spread_on_the_shots(synth_root, tmp_path):
     """``--feature-norm balanced``: per-stage unit features, each part divided by a constant from the shots that
     equalises its typical nearest-neighbour distance; the head reads what it was trained on."""
+    from edge_anomaly.errors import InputError
     from edge_anomaly.export.build_bundle import build_bundle
     from edge_anomaly.export.stage_balance import balanced_scales, nearest_distances
     from edge_anomaly.fit_options import FitOptions
@@ -225,6 +226,9 @@ def test_balanced_feature_norm_weights_the_stages_by_their_spread_on_the_shots(s
     assert f"{[round(float(s), 6) for s in scales]}" in balanced.sections.encoder.aggregation
     with pytest.raises(ValueError, match="before any divisor"):
         balanced_scales(balanced.encoder, shots, balanced.preprocessing())  # measured once, on unit features
+    flat = build_graphs("lite0", 64, feature_norm="balanced")
+    with pytest.raises(InputError, match="no spread"):
+        balanced_scales(flat.encoder, [np.full((64, 64, 3), 128, np.uint8)], flat.preprocessing())
     x = torch.from_numpy(balanced.preprocessing().batch(shots))
     with torch.no_grad():
         f_plain, f_balanced = plain.encoder(x), balanced.encoder(x)
