@@ -29,9 +29,9 @@ ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK, ROLE_SHOT, ROLE_ENGINE, R
 REQUIRED_ROLES = (ROLE_ENCODER, ROLE_DECODER, ROLE_MEMORY_BANK)
 
 # How the encoder scales each stage's features (manifest ``encoder.feature_norm``): L2 per patch and stage,
-# raw, raw divided by one constant per stage (the stage's mean patch norm over the shots), or L2 per patch and
-# stage, then divided by one constant per stage so that each stage's typical nearest-neighbour distance over
-# the shots is the same (``export.stage_balance``).
+# raw, raw divided by one constant per part (its mean patch norm over the shots), or L2 per patch and part,
+# then divided by one constant per stage so that each stage's typical nearest-neighbour distance over the
+# shots is the same (``export.stage_balance``).
 FEATURE_NORMS = ("stage", "none", "shots", "balanced")
 DEFAULT_FEATURE_NORM = "stage"
 

@@ -38,9 +38,9 @@ class PatchEncoder(nn.Module):
     width (``feature_norm="stage"``; ``"none"`` keeps them as PatchCore does;
     ``"shots"`` divides each part by one constant, its mean patch norm over
     the shots, so parts weigh alike while a patch keeps its magnitude;
-    ``"balanced"`` L2-normalizes each part, then divides it by a constant
-    from the shots, so that each part's typical nearest-neighbour distance
-    is the same: ``stage_balance``).
+    ``"balanced"`` L2-normalizes each part, then divides it by its stage's
+    constant from the shots, so that each stage's typical nearest-neighbour
+    distance is the same: ``stage_balance``).
     ``N = (H/s) * (W/s)`` with ``s`` the finest stage's stride.
 
     ``score_neighbourhood``: the sizes whose parts the image score reads (all
