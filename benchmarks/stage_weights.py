@@ -32,7 +32,7 @@ from edge_anomaly.evaluation import is_category, load_test_set
 from edge_anomaly.export.build_bundle import build_bundle
 from edge_anomaly.export.onnx_export import SIGMA, build_graphs
 from edge_anomaly.export.patch_model import upsample_and_smooth
-from edge_anomaly.export.stage_balance import nearest_distances
+from edge_anomaly.export.stage_balance import nearest_distances, squared_distances
 from edge_anomaly.fit_options import FitOptions
 from edge_anomaly.images import read_image
 from edge_anomaly.inspector import Inspector
@@ -42,10 +42,6 @@ from edge_anomaly.placement import PLACE_COLUMNS
 WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 DENSITY_K = (1, 3)
 BATCH = 16
-
-
-def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2.0 * a @ b.T, 0.0)
 
 
 def draw_scores(features: np.ndarray, bank: np.ndarray, split: int, side: int, pixels: int) -> dict[str, list]:

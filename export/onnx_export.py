@@ -81,7 +81,7 @@ class DetectorGraphs:
     def with_balanced_scales(self, shots: list[np.ndarray], seed: int = 0) -> DetectorGraphs:
         """``feature_norm="balanced"``: the encoder's per-part divisors measured on the shots (RGB,
         ``stage_balance``), the head told to undo them on the parts it reads, and the manifest saying so."""
-        scales = balanced_scales(self.encoder, shots, self.preprocessing(), seed)
+        scales = balanced_scales(self, shots, seed)
         self.encoder.stage_scales.copy_(torch.tensor(scales))
         head = self.decoder.head
         if head is not None:

@@ -28,30 +28,35 @@ on the edge box (``Inspector.add_normal_shots``) keeps the export's weights.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from edge_anomaly.errors import InputError
-from edge_anomaly.images import Preprocessing, resize_square
+from edge_anomaly.few_shot import encode_images
+from edge_anomaly.images import resize_square
 from edge_anomaly.memory_bank import greedy_coreset
 from edge_anomaly.shot_views import BANK_FACTOR, shot_views
 
 from .patch_model import PatchEncoder
 
-ENCODE_BATCH = 8
+if TYPE_CHECKING:  # onnx_export imports this module
+    from .onnx_export import DetectorGraphs
+
 ROW_BLOCK = 1024  # rows whose distances to the whole pool are held at once (1024 x 8192 floats: 32 MB)
 
 
-@torch.no_grad()
-def balanced_scales(encoder: PatchEncoder, shots: list[np.ndarray], prep: Preprocessing, seed: int = 0) -> list[float]:
-    """The divisor of each of ``encoder``'s parts (in its order) for RGB ``shots``: its stage's median
-    nearest-neighbour distance (over all the stage's parts) among the pooled shot coresets, over the root
-    mean square of the stages' medians.
-    ``encoder`` must L2-normalise its parts and divide by nothing yet. Shots that do not vary (one flat
+def balanced_scales(graphs: DetectorGraphs, shots: list[np.ndarray], seed: int = 0) -> list[float]:
+    """The divisor of each of ``graphs.encoder``'s parts (in its order) for RGB ``shots``: its stage's
+    median nearest-neighbour distance (over all the stage's parts) among the pooled shot coresets, over the
+    root mean square of the stages' medians.
+    The encoder must L2-normalise its parts and divide by nothing yet. Shots that do not vary (one flat
     colour) give no distance to divide by: ``InputError``."""
+    encoder = graphs.encoder
     if encoder.feature_norm != "balanced" or not torch.all(encoder.stage_scales == 1):
         raise ValueError("stage balance is measured on per-stage unit features, before any divisor is set")
-    rows = [_shot_coreset(encoder, shot, prep, seed) for shot in shots]
+    rows = [_shot_coreset(graphs, shot, seed) for shot in shots]
     pool = np.concatenate(rows)
     medians = np.array([np.median(nearest_distances(pool[:, _stage_columns(encoder, s)])) for s in encoder.stages])
     if not np.all(np.isfinite(medians)) or not np.all(medians > 0):
@@ -63,10 +68,9 @@ def balanced_scales(encoder: PatchEncoder, shots: list[np.ndarray], prep: Prepro
     return [float(divisors[stage]) for stage, _ in encoder.parts]
 
 
-def _shot_coreset(encoder: PatchEncoder, shot: np.ndarray, prep: Preprocessing, seed: int) -> np.ndarray:
-    views = shot_views(resize_square(shot, prep.size), "dihedral")
-    batches = [prep.batch(views[i : i + ENCODE_BATCH]) for i in range(0, len(views), ENCODE_BATCH)]
-    features = np.concatenate([encoder(torch.from_numpy(b)).numpy() for b in batches])
+def _shot_coreset(graphs: DetectorGraphs, shot: np.ndarray, seed: int) -> np.ndarray:
+    prep = graphs.preprocessing()
+    features = encode_images(graphs, shot_views(resize_square(shot, prep.size), "dihedral"), prep)
     patches = features.reshape(-1, features.shape[-1])
     return patches[greedy_coreset(patches, BANK_FACTOR * features.shape[1], seed)]
 
@@ -77,13 +81,17 @@ def _stage_columns(encoder: PatchEncoder, stage: int) -> np.ndarray:
     return np.concatenate([np.arange(a, b) for a, b in spans])
 
 
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a) x len(b)]`` squared distances between rows (float error below 0 cut)."""
+    return np.maximum(np.einsum("nd,nd->n", a, a)[:, None] + np.einsum("md,md->m", b, b)[None] - 2.0 * a @ b.T, 0.0)
+
+
 def nearest_distances(rows: np.ndarray) -> np.ndarray:
     """Each row's distance to its nearest other row."""
-    sq = np.einsum("nd,nd->n", rows, rows)
     nearest = np.empty(len(rows), dtype=np.float32)
     for start in range(0, len(rows), ROW_BLOCK):
         block = rows[start : start + ROW_BLOCK]
-        d2 = sq[start : start + len(block), None] + sq[None] - 2.0 * block @ rows.T
+        d2 = squared_distances(block, rows)
         d2[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
         nearest[start : start + len(block)] = d2.min(1)
-    return np.sqrt(np.maximum(nearest, 0.0))
+    return np.sqrt(nearest)

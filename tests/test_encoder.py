@@ -225,14 +225,14 @@ def test_balanced_feature_norm_weights_the_stages_by_their_spread_on_the_shots(s
     assert np.isclose(np.sqrt(np.mean(scales**2)), 1.0) and abs(scales[0] - scales[1]) > 0.01
     assert f"{[round(float(s), 6) for s in scales]}" in balanced.sections.encoder.aggregation
     with pytest.raises(ValueError, match="before any divisor"):
-        balanced_scales(balanced.encoder, shots, balanced.preprocessing())  # measured once, on unit features
+        balanced_scales(balanced, shots)  # measured once, on unit features
     sizes = build_graphs("lite0", 64, feature_norm="balanced", neighbourhood=(1, 3)).with_balanced_scales(shots)
     by_part = dict(zip(sizes.encoder.parts, sizes.encoder.stage_scales.tolist()))
     assert by_part[(2, 1)] == by_part[(2, 3)] and by_part[(4, 1)] == by_part[(4, 3)]  # one weight per stage
     assert by_part[(2, 3)] != by_part[(4, 3)]
     flat = build_graphs("lite0", 64, feature_norm="balanced")
     with pytest.raises(InputError, match="no spread"):
-        balanced_scales(flat.encoder, [np.full((64, 64, 3), 128, np.uint8)], flat.preprocessing())
+        balanced_scales(flat, [np.full((64, 64, 3), 128, np.uint8)])
     x = torch.from_numpy(balanced.preprocessing().batch(shots))
     with torch.no_grad():
         f_plain, f_balanced = plain.encoder(x), balanced.encoder(x)
