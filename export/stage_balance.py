@@ -28,26 +28,34 @@ on the edge box (``Inspector.add_normal_shots``) keeps the export's weights.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from edge_anomaly.errors import InputError
 from edge_anomaly.few_shot import encode_images
-from edge_anomaly.images import resize_square
+from edge_anomaly.images import Preprocessing, resize_square
 from edge_anomaly.memory_bank import greedy_coreset
 from edge_anomaly.shot_views import BANK_FACTOR, shot_views
 
 from .patch_model import PatchEncoder
 
-if TYPE_CHECKING:  # onnx_export imports this module
-    from .onnx_export import DetectorGraphs
-
 ROW_BLOCK = 1024  # rows whose distances to the whole pool are held at once (1024 x 8192 floats: 32 MB)
 
 
-def balanced_scales(graphs: DetectorGraphs, shots: list[np.ndarray], seed: int = 0) -> list[float]:
+class GraphsLike(Protocol):
+    """What is measured here of ``onnx_export.DetectorGraphs`` (which imports this module): its encoder,
+    its backend surface for ``few_shot.encode_images``, and how frames reach it."""
+
+    encoder: PatchEncoder
+
+    def encode(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def preprocessing(self) -> Preprocessing: ...
+
+
+def balanced_scales(graphs: GraphsLike, shots: list[np.ndarray], seed: int = 0) -> list[float]:
     """The divisor of each of ``graphs.encoder``'s parts (in its order) for RGB ``shots``: its stage's
     median nearest-neighbour distance (over all the stage's parts) among the pooled shot coresets, over the
     root mean square of the stages' medians.
@@ -68,7 +76,7 @@ def balanced_scales(graphs: DetectorGraphs, shots: list[np.ndarray], seed: int =
     return [float(divisors[stage]) for stage, _ in encoder.parts]
 
 
-def _shot_coreset(graphs: DetectorGraphs, shot: np.ndarray, seed: int) -> np.ndarray:
+def _shot_coreset(graphs: GraphsLike, shot: np.ndarray, seed: int) -> np.ndarray:
     prep = graphs.preprocessing()
     features = encode_images(graphs, shot_views(resize_square(shot, prep.size), "dihedral"), prep)
     patches = features.reshape(-1, features.shape[-1])
